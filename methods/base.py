@@ -1,0 +1,52 @@
+"""The method interface every fine-tuning method implements.
+
+A method is a dataclass whose fields are its hyper-parameters (settable with `--set name=value`).
+It is applied to a timm `VisionTransformer` whose head the engine has already replaced with a
+zero-initialised one; the engine keeps that head trainable whatever the method freezes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from torch import nn
+
+
+@dataclasses.dataclass
+class Method:
+    """Base class: subclass it as a dataclass, register it, implement `apply`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # Engine settings this method changes by default (e.g. {"optimizer": "sgd", "lr": 0.1}).
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    # True when the adapted model folds back into a plain timm ViT (see `merge`).
+    mergeable: ClassVar[bool] = False
+
+    @classmethod
+    def option_fields(cls) -> dict[str, dataclasses.Field]:
+        """The method's own hyper-parameters by name."""
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    def apply(self, model: nn.Module) -> None:
+        """Add this method's parameters to `model` and set `requires_grad` on what trains."""
+        raise NotImplementedError
+
+    def no_weight_decay(self, model: nn.Module) -> set[str]:
+        """Names of trainable parameters that take no weight decay.
+
+        Default, as timm and the PEFT codebases: every parameter with fewer than two dimensions
+        (biases, norm weights, scale/shift vectors) plus the tokens timm names (pos_embed, cls_token).
+        """
+        named = set(getattr(model, "no_weight_decay", lambda: set())())
+        return {n for n, p in model.named_parameters() if p.ndim <= 1 or n in named}
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold the method into the frozen weights, returning a plain timm ViT (mergeable methods)."""
+        raise NotImplementedError(f"method '{self.name}' cannot be merged into the backbone")
+
+
+def freeze_all(model: nn.Module) -> None:
+    """Set `requires_grad=False` on every parameter of `model`."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)

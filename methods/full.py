@@ -1,0 +1,31 @@
+"""Full fine-tuning: every backbone parameter trains (the upper baseline of VPT, Table 1)."""
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from peftbench.registry import register_method
+
+from .base import Method
+
+
+@register_method("full")
+@dataclasses.dataclass
+class FullFineTuning(Method):
+    """Full fine-tuning of all parameters (Jia et al., ECCV 2022, "Full" baseline).
+
+    Trainable: the whole backbone and the new head. Merging is the identity: the result is
+    already a plain timm ViT.
+    """
+
+    summary = "Full fine-tuning: every parameter trains"
+    train_defaults = {"lr": 1e-4, "weight_decay": 0.05}
+    mergeable = True
+
+    def apply(self, model: nn.Module) -> None:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return model

@@ -1,0 +1,7 @@
+"""peftbench: one honest protocol for parameter-efficient fine-tuning of Vision Transformers."""
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("peftbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+source"

@@ -1,0 +1,67 @@
+"""One entry point for a task's split, whatever the suite's layout; decoded splits are kept for
+the rest of the process so methods and seeds reuse them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import PeftbenchError
+from ..suites import Suite, Task
+from . import vtab
+from .images import decode_images
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A decoded split: uint8 images (N, 3, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+_decoded: dict[tuple, SplitData] = {}
+
+
+def task_dir(suite: Suite, task: Task, data_root: Path) -> Path:
+    """The folder holding a task's files (the first of its name and aliases that exists)."""
+    base = suite.data_dir(data_root)
+    for name in (task.name, *task.aliases):
+        if (base / name).is_dir():
+            return base / name
+    aliases = f" (or {', '.join(task.aliases)})" if task.aliases else ""
+    raise PeftbenchError(f"missing task folder {base / task.name}{aliases}; expected the {suite.layout} layout under {base}")
+
+
+def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size: int) -> SplitData:
+    """Decode `split` of `task` at `image_size` px (once per process for unchanged files)."""
+    if suite.layout != "vtab1k":
+        raise PeftbenchError(f"suite '{suite.name}' uses the '{suite.layout}' layout, which this version cannot read yet")
+    path = vtab.list_file(task_dir(suite, task, data_root), split)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
+    if key not in _decoded:
+        images, labels = vtab.read_list(path, task.num_classes)
+        _decoded[key] = SplitData(decode_images(images, image_size), torch.tensor(labels, dtype=torch.int64))
+    return _decoded[key]
+
+
+def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None:
+    """Generate missing demo tasks; check that a real suite's data root exists."""
+    if suite.generator == "demo":
+        from .demo import write_demo_task
+
+        for task in tasks:
+            folder = suite.data_dir(data_root) / task.name
+            if not (folder / "test.txt").is_file():  # list files are written last
+                write_demo_task(folder, task.name, task.splits)
+        return
+    if not data_root.is_dir():
+        raise PeftbenchError(
+            f"data root {data_root} does not exist; pass --data-root or set PEFTBENCH_DATA "
+            f"(expected the {suite.layout} layout: {vtab.LAYOUT_HINT})"
+        )

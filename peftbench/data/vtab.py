@@ -1,0 +1,41 @@
+"""The VTAB-1k list-file layout: `<root>/<task>/{train800,val200,train800val200,test}.txt`.
+
+Each line is `<image path relative to the task folder> <integer label>`, whitespace separated
+(e.g. `images/train800/000000.jpg 307`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import PeftbenchError
+
+SPLITS = ("train800", "val200", "train800val200", "test")
+LAYOUT_HINT = "<data-root>/<task>/{train800,val200,train800val200,test}.txt with lines '<image path> <label>'"
+
+
+def list_file(task_dir: Path, split: str) -> Path:
+    """The list file of `split` in a task folder, which must exist."""
+    path = task_dir / f"{split}.txt"
+    if not path.is_file():
+        raise PeftbenchError(f"missing list file {path}; expected the VTAB-1k layout {LAYOUT_HINT}")
+    return path
+
+
+def read_list(path: Path, num_classes: int) -> tuple[list[Path], list[int]]:
+    """Image paths (absolute) and labels of one list file, each line checked."""
+    images: list[Path] = []
+    labels: list[int] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise PeftbenchError(f"{path}:{number}: expected '<image path> <integer label>', got {line.strip()!r}")
+        label = int(parts[1])
+        if not 0 <= label < num_classes:
+            raise PeftbenchError(f"{path}:{number}: label {label} outside 0..{num_classes - 1} for this task")
+        images.append(path.parent / parts[0].strip())
+        labels.append(label)
+    if not images:
+        raise PeftbenchError(f"{path}: list file is empty")
+    return images, labels

@@ -1,0 +1,223 @@
+"""Train and evaluate one run: optimiser, schedule, precision, seeding; the test split once.
+
+Images stay uint8 until they reach the device, where they are normalised. The loss is read
+every `log_every` steps (one host sync each), never on every step. When only the head trains,
+the frozen backbone runs once per image and the head trains on the cached features.
+"""
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .backbone import head_parameter_names, normalisation
+from .data import SplitData
+from .errors import PeftbenchError
+from .settings import TrainConfig
+
+
+class Listener(Protocol):
+    """Receives progress; the CLI draws it, tests ignore it."""
+
+    def start(self, total_steps: int) -> None: ...
+    def advance(self, steps: int, epoch: int, loss: float | None) -> None: ...
+
+
+class SilentListener:
+    def start(self, total_steps: int) -> None:
+        pass
+
+    def advance(self, steps: int, epoch: int, loss: float | None) -> None:
+        pass
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    top1: float
+    final_train_loss: float
+    train_seconds: float
+    train_images_per_second: float
+    eval_seconds: float
+    peak_memory_mb: float
+    memory_measure: str
+    used_cached_features: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PeftbenchError("--device cuda requested but torch sees no CUDA device; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise PeftbenchError(f"unknown device '{name}'; valid devices: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from `warmup_lr` to `lr`, then cosine decay to `min_lr`."""
+    if step < warmup_steps:
+        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, no_decay: set[str], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or SGD with momentum over the trainable parameters, two decay groups."""
+    decay, plain = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (plain if name in no_decay else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+class Normalise(nn.Module):
+    """uint8 NCHW images -> float, normalised with the backbone's mean and std."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, -1, 1, 1)))
+        self.register_buffer("shift", (torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * self.scale - self.shift
+
+
+def only_head_trains(model: nn.Module, head_names: set[str]) -> bool:
+    return all(name in head_names for name, p in model.named_parameters() if p.requires_grad)
+
+
+def fit(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+    listener: Listener,
+) -> float:
+    """Train for `cfg.epochs` epochs over shuffled mini-batches; returns the last logged loss."""
+    steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    listener.start(total_steps)
+    loss_sum = torch.zeros((), device=device)
+    logged_steps, last_loss, step = 0, float("nan"), 0
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(labels))
+        for start in range(0, len(labels), cfg.batch_size):
+            index = order[start : start + cfg.batch_size]
+            lr = learning_rate(step, total_steps, warmup_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = forward(inputs[index].to(device, non_blocking=True))
+            loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device, non_blocking=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            logged_steps += 1
+            step += 1
+            if step % cfg.log_every == 0 or step == total_steps:
+                last_loss = (loss_sum / logged_steps).item()  # the only host sync of the loop
+                if not math.isfinite(last_loss):
+                    raise NonFiniteLoss(f"training loss became {last_loss} in epoch {epoch + 1}")
+                loss_sum.zero_()
+                listener.advance(logged_steps, epoch + 1, last_loss)
+                logged_steps = 0
+    return last_loss
+
+
+@torch.no_grad()
+def predict(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Outputs of `forward` over `inputs` in large batches, gathered on the CPU."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs.append(forward(inputs[start : start + batch_size].to(device, non_blocking=True)).float())
+    return torch.cat(outputs).cpu()
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
+
+
+def train_and_evaluate(
+    model: VisionTransformer,
+    no_decay: set[str],
+    train: SplitData,
+    test: SplitData,
+    cfg: TrainConfig,
+    device: torch.device,
+    seed: int,
+    listener: Listener | None = None,
+) -> TrainResult:
+    """Train `model` (its trainable parameters as the method left them) on `train` and evaluate
+    `test` once, after the last epoch."""
+    listener = listener or SilentListener()
+    seed_everything(seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.to(device)
+    normalise = Normalise(*normalisation(model)).to(device)
+    optimizer = build_optimizer(model, no_decay, cfg, device)
+    cached = only_head_trains(model, head_parameter_names(model))
+    started = time.perf_counter()
+    if cached:
+        model.eval()
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return model.forward_head(model.forward_features(normalise(images)), pre_logits=True)
+
+        train_inputs = predict(features, train.images, cfg.eval_batch_size, device)
+        test_inputs = predict(features, test.images, cfg.eval_batch_size, device)
+        forward = model.get_classifier()
+    else:
+        model.train()
+        train_inputs, test_inputs = train.images, test.images
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            return model(normalise(images))
+
+    last_loss = fit(forward, optimizer, train_inputs, train.labels, cfg, device, listener)
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    started = time.perf_counter()
+    logits = predict(forward, test_inputs, cfg.eval_batch_size, device)
+    top1 = (logits.argmax(dim=1) == test.labels).float().mean().item() * 100
+    eval_seconds = time.perf_counter() - started
+    peak, measure = _peak_memory(device)
+    return TrainResult(
+        top1=top1,
+        final_train_loss=last_loss,
+        train_seconds=train_seconds,
+        train_images_per_second=cfg.epochs * len(train) / train_seconds,
+        eval_seconds=eval_seconds,
+        peak_memory_mb=peak,
+        memory_measure=measure,
+        used_cached_features=cached,
+    )

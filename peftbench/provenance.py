@@ -1,0 +1,36 @@
+"""Where a result came from: package versions, git commit, device name."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import timm
+import torch
+
+from . import __version__
+
+
+@cache
+def versions() -> dict[str, str]:
+    return {"peftbench": __version__, "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+
+
+@cache
+def git_commit() -> str | None:
+    """The commit of the peftbench source tree, with `+dirty` for uncommitted changes; None
+    when peftbench is not running from a git checkout."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,70 @@
+"""Methods by name: the built-ins plus those other packages add through entry points.
+
+A plugin package declares, in its pyproject.toml::
+
+    [project.entry-points."peftbench.methods"]
+    my_method = "my_package.module:MyMethod"
+
+where `MyMethod` subclasses `peftbench.methods.base.Method`.
+"""
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Callable
+
+from .errors import PeftbenchError
+
+if TYPE_CHECKING:
+    from peftbench.methods.base import Method
+
+ENTRY_POINT_GROUP = "peftbench.methods"
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: make a Method subclass available as `--method name`."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_plugins() -> None:
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in _METHODS:
+            continue
+        try:
+            cls = entry.load()
+        except Exception as exc:  # a broken plugin must not break the built-ins
+            warnings.warn(f"peftbench: could not load method plugin '{entry.name}' ({entry.value}): {exc}")
+            continue
+        register_method(entry.name)(cls)
+
+
+def all_methods() -> dict[str, type[Method]]:
+    """Every known method by name: built-ins first, then plugins."""
+    import peftbench.methods  # noqa: F401  (registers the built-ins)
+
+    _load_plugins()
+    return dict(_METHODS)
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered as `name`."""
+    methods = all_methods()
+    if name not in methods:
+        raise PeftbenchError(f"unknown method '{name}'; valid methods: {', '.join(methods)}")
+    return methods[name]
+
+
+def resolve_method_names(names: list[str]) -> list[str]:
+    """Expand `all` and check every name, keeping the order given and dropping repeats."""
+    methods = all_methods()
+    expanded = list(methods) if "all" in names else names
+    for name in expanded:
+        get_method(name)
+    return list(dict.fromkeys(expanded))

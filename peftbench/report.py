@@ -1,0 +1,167 @@
+"""Leaderboards from records: one results structure (a DataFrame), several renderings.
+
+Rows are (method, backbone) pairs; columns the suite's tasks, one mean per group, the flat mean
+over tasks, the mean of group means, and the trainable parameters (millions) averaged over the
+suite's tasks with and without the head. A cell averages the seeds of the newest settings of that
+method on that task. A mean that needs a missing cell is left empty.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .suites import Suite
+
+MISSING = "–"
+FLAT_MEAN = "Mean (flat)"
+GROUP_MEAN = "Mean of group means"
+PARAMS_WITH_HEAD = "Params (M) incl. head"
+PARAMS_WITHOUT_HEAD = "Params (M) excl. head"
+
+
+def group_column(group: str) -> str:
+    return f"{group.capitalize()} (mean)"
+
+
+@dataclass
+class Leaderboard:
+    suite: Suite
+    table: pd.DataFrame  # index: row label; numeric columns, NaN where missing
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.table.empty
+
+
+def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per finished (`ok`) run."""
+    rows = []
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        spec = record["spec"]
+        settings = {k: v for k, v in spec["settings"].items()}
+        rows.append(
+            {
+                "suite": spec["suite"],
+                "task": spec["task"],
+                "method": spec["method"],
+                "model": spec["model"],
+                "weights": spec["weights"],
+                "protocol": spec["protocol"],
+                "seed": spec["seed"],
+                "settings": json.dumps(settings, sort_keys=True),
+                "finished_at": record.get("finished_at", ""),
+                "top1": record["metrics"]["test_top1"],
+                "trainable": record["params"]["trainable"],
+                "trainable_without_head": record["params"]["trainable_without_head"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _row_label(method: str, backbone: str, several_backbones: bool) -> str:
+    return f"{method} [{backbone}]" if several_backbones else method
+
+
+def _newest_settings(cell: pd.DataFrame) -> pd.DataFrame:
+    """The runs of a (row, task) cell that share the most recently finished settings."""
+    newest = cell.sort_values("finished_at").iloc[-1]["settings"]
+    return cell[cell["settings"] == newest]
+
+
+def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
+    """The suite's leaderboard from its runs (other suites' runs are ignored)."""
+    runs = runs[runs["suite"] == suite.name] if not runs.empty else runs
+    task_names = [t.name for t in suite.tasks]
+    if runs.empty:
+        return Leaderboard(suite, pd.DataFrame(columns=task_names), ["no finished runs for this suite"])
+    runs = runs.assign(backbone=runs["model"] + " (" + runs["weights"].str.slice(0, 12) + ")")
+    several = runs["backbone"].nunique() > 1
+    cells = (
+        runs.groupby(["method", "backbone", "protocol", "task"], group_keys=False)[runs.columns.tolist()]
+        .apply(_newest_settings)
+        .groupby(["method", "backbone", "protocol", "task"])
+        .agg(top1=("top1", "mean"), seeds=("seed", "nunique"), trainable=("trainable", "mean"), trainable_without_head=("trainable_without_head", "mean"))
+        .reset_index()
+    )
+    rows = []
+    for (method, backbone, protocol), part in cells.groupby(["method", "backbone", "protocol"], sort=False):
+        by_task = part.set_index("task")
+        row: dict[str, Any] = {"Method": _row_label(method, backbone, several)}
+        for name in task_names:
+            row[name] = by_task["top1"].get(name, float("nan"))
+        complete = all(name in by_task.index for name in task_names)
+        group_means = []
+        for group in suite.groups:
+            members = [t.name for t in suite.tasks if t.group == group]
+            mean = by_task["top1"].reindex(members).mean(skipna=False)
+            group_means.append(mean)
+            if len(suite.groups) > 1:
+                row[group_column(group)] = mean
+        row[FLAT_MEAN] = by_task["top1"].reindex(task_names).mean(skipna=False)
+        if len(suite.groups) > 1:
+            row[GROUP_MEAN] = pd.Series(group_means).mean(skipna=False)
+        row[PARAMS_WITH_HEAD] = by_task["trainable"].mean() / 1e6 if complete else float("nan")
+        row[PARAMS_WITHOUT_HEAD] = by_task["trainable_without_head"].mean() / 1e6 if complete else float("nan")
+        row["Seeds"] = int(by_task["seeds"].min())
+        row["Protocol"] = protocol
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("Method")
+    return Leaderboard(suite, table, _notes(suite, table))
+
+
+def _notes(suite: Suite, table: pd.DataFrame) -> list[str]:
+    n = len(suite.tasks)
+    notes = [
+        "Top-1 accuracy (%) on each task's test split, evaluated once after the last epoch; "
+        "a cell is the mean over its seeds (column Seeds: the fewest seeds of any task in the row).",
+        f"{FLAT_MEAN}: mean over the {n} tasks.",
+    ]
+    if len(suite.groups) > 1:
+        notes.append(f"{GROUP_MEAN}: mean of the {len(suite.groups)} group means ({', '.join(suite.groups)}).")
+    notes.append(
+        f"{PARAMS_WITH_HEAD}: trainable parameters averaged over the suite's tasks, classification head "
+        f"included (the RLRR paper's convention); {PARAMS_WITHOUT_HEAD}: the same without the head."
+    )
+    task_names = [t.name for t in suite.tasks]
+    if table[task_names].isna().to_numpy().any():
+        notes.append(f"{MISSING}: no finished run; means and parameter columns that need a missing task are left empty.")
+    return notes
+
+
+def _format_value(column: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if pd.isna(value):
+        return MISSING
+    if column.startswith("Params"):
+        return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+    if column == "Seeds":
+        return str(int(value))
+    return f"{value:.1f}"
+
+
+def formatted(board: Leaderboard) -> pd.DataFrame:
+    """The table as display strings."""
+    return board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
+
+
+def render(board: Leaderboard, fmt: str) -> str:
+    """The leaderboard as Markdown (`md`), CSV (`csv`) or JSON (`json`)."""
+    if fmt == "md":
+        title = f"## {board.suite.name}: {board.suite.description}\n\n"
+        if board.is_empty:
+            return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
+        table = formatted(board).to_markdown(stralign="right", disable_numparse=True)
+        return title + table + "\n\n" + "\n".join(f"- {note}" for note in board.notes) + "\n"
+    if fmt == "csv":
+        return board.table.to_csv(float_format="%.4f")
+    if fmt == "json":
+        rows = json.loads(board.table.reset_index().to_json(orient="records"))
+        return json.dumps({"suite": board.suite.name, "rows": rows, "notes": board.notes}, indent=2) + "\n"
+    raise ValueError(fmt)

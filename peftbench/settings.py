@@ -1,0 +1,100 @@
+"""Training settings: the engine's defaults, layered with suite, method and command-line values.
+
+Order (later wins): TrainConfig defaults < suite `[defaults]` < method `train_defaults`
+< `--epochs` / `--batch-size` < `--set key=value`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import PeftbenchError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything the engine needs to train and evaluate one run."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: int = 10
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-8
+    eval_batch_size: int = 256
+    log_every: int = 20  # optimiser steps between reads of the loss (one host sync each)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise PeftbenchError(f"optimizer must be 'adamw' or 'sgd', got '{self.optimizer}'")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise PeftbenchError(f"setting '{name}' must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise PeftbenchError(f"warmup_epochs must be within 0..epochs ({self.epochs}), got {self.warmup_epochs}")
+
+
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """`["lr=1e-3", "rank=4"]` -> `{"lr": "1e-3", "rank": "4"}`; values stay text until typed."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value or not key.isidentifier():
+            raise PeftbenchError(f"malformed --set '{item}': expected key=value, e.g. --set lr=1e-3")
+        parsed[key] = value
+    return parsed
+
+
+def coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a text or TOML value to the field's type, or say what was expected."""
+    if isinstance(value, str) and kind is bool:
+        lowered = value.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise PeftbenchError(f"setting '{key}': expected true or false, got '{value}'")
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise PeftbenchError(f"setting '{key}': expected {kind.__name__}, got '{value}'") from None
+    if kind is int and isinstance(value, float) and value != converted:
+        raise PeftbenchError(f"setting '{key}': expected an integer, got '{value}'")
+    return converted
+
+
+def _field_type(field: dataclasses.Field) -> type:
+    kind = field.type
+    if isinstance(kind, str):  # postponed annotations
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[kind]
+    return kind
+
+
+def check_keys(overrides: dict[str, Any], method_classes: list[type]) -> None:
+    """Every override must name an engine setting or an option of one of the chosen methods."""
+    known = set(TRAIN_FIELDS)
+    for cls in method_classes:
+        known |= set(cls.option_fields())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise PeftbenchError(f"unknown setting '{unknown[0]}'; valid settings: {', '.join(sorted(known))}")
+
+
+def resolve(method_cls: type, suite_defaults: dict, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The engine settings and the method options of one run.
+
+    `overrides` holds the command-line values (typed or text); keys the method does not know
+    and the engine does not know are ignored here (`check_keys` has vetted them).
+    """
+    layered = {**suite_defaults, **method_cls.train_defaults, **overrides}
+    train = {k: coerce(k, v, _field_type(TRAIN_FIELDS[k])) for k, v in layered.items() if k in TRAIN_FIELDS}
+    method_fields = method_cls.option_fields()
+    options = {k: coerce(k, v, _field_type(method_fields[k])) for k, v in overrides.items() if k in method_fields}
+    return TrainConfig(**train), options
