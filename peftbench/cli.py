@@ -160,11 +160,14 @@ def list_(
         for s in suites:
             table.add_row(s.name, ", ".join(s.aliases), str(len(s.tasks)), s.layout, s.model, s.description)
     else:
-        table = Table("suite", "task", "aliases", "group", "classes", "splits")
+        layouts = {"/".join(t.splits) for s in suites for t in s.tasks}
+        table = Table(caption="split sizes: " + "; ".join(sorted(layouts)))
+        for header in ("suite", "task", "aliases", "group", "classes", "split sizes"):
+            table.add_column(header, no_wrap=header != "aliases")
         for s in suites:
             for t in s.tasks:
-                splits = ", ".join(f"{k} {v}" for k, v in t.splits.items())
-                table.add_row(s.name, t.name, ", ".join(t.aliases), t.group, str(t.num_classes), splits)
+                sizes = "/".join(str(v) for v in t.splits.values())
+                table.add_row(s.name, t.name, ", ".join(t.aliases), t.group, str(t.num_classes), sizes)
     console.print(table)
 
 

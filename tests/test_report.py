@@ -1,0 +1,100 @@
+"""The leaderboard: means checked against hand-computed numbers, parameter columns, missing cells."""
+import json
+
+import pandas as pd
+import pytest
+
+from peftbench.report import (FLAT_MEAN, GROUP_MEAN, PARAMS_WITH_HEAD, PARAMS_WITHOUT_HEAD, build_leaderboard,
+                              render, runs_frame)
+from peftbench.suites import get_suite
+
+VTAB = get_suite("vtab")
+# RLRR, ViT-B/16 IN-21k, as printed in Table 1 of the RLRR paper (../shared/reference/published_vtab1k.csv)
+RLRR_ROW = [75.6, 92.4, 72.9, 99.3, 91.5, 89.8, 57.0, 86.8, 95.2, 85.3, 75.9,
+            79.7, 64.2, 53.9, 82.1, 83.9, 53.7, 33.4, 43.6]
+RLRR_WITHOUT_HEAD = 288_768  # ViT-B/16: 23,808 per block x 12 + SSF pairs
+
+
+def _record(task: str, top1: float, seed: int = 42, method: str = "rlrr", trainable_without_head: int = RLRR_WITHOUT_HEAD,
+            classes: int = 0, settings: dict | None = None, finished_at: str = "2026-01-01T00:00:00") -> dict:
+    head = 768 * classes + classes
+    spec = {"suite": "vtab1k", "task": task, "method": method, "model": "vit_base_patch16_224", "weights": "ab" * 32,
+            "seed": seed, "settings": settings or {"lr": 1e-3}, "protocol": "default", "train_split": "train800val200",
+            "eval_split": "test"}
+    return {"schema": 1, "status": "ok", "spec": spec, "finished_at": finished_at, "metrics": {"test_top1": top1},
+            "params": {"trainable": trainable_without_head + head, "trainable_without_head": trainable_without_head}}
+
+
+def _rlrr_records() -> list[dict]:
+    records = [_record(t.name, v, classes=t.num_classes) for t, v in zip(VTAB.tasks, RLRR_ROW)]
+    # cifar with two seeds that average to the printed 75.6
+    records[0] = _record("cifar", 75.0, seed=42, classes=100)
+    records.append(_record("cifar", 76.2, seed=44, classes=100))
+    return records
+
+
+def test_flat_mean_and_mean_of_group_means_match_hand_computation():
+    board = build_leaderboard(runs_frame(_rlrr_records()), VTAB)
+    row = board.table.loc["rlrr"]
+    assert row["cifar"] == pytest.approx(75.6)
+    assert row["Natural (mean)"] == pytest.approx(578.5 / 7)
+    assert row["Specialized (mean)"] == pytest.approx(343.2 / 4)
+    assert row["Structured (mean)"] == pytest.approx(494.5 / 8)
+    assert row[FLAT_MEAN] == pytest.approx(1416.2 / 19)  # 74.54, RLRR's printed "Mean"
+    assert round(row[FLAT_MEAN], 2) == 74.54
+    assert row[GROUP_MEAN] == pytest.approx((578.5 / 7 + 343.2 / 4 + 494.5 / 8) / 3)
+    assert round(row[GROUP_MEAN], 2) == 76.75
+
+
+def test_parameter_columns_average_over_tasks_with_and_without_head():
+    board = build_leaderboard(runs_frame(_rlrr_records()), VTAB)
+    row = board.table.loc["rlrr"]
+    mean_classes = sum(t.num_classes for t in VTAB.tasks) / 19
+    assert row[PARAMS_WITH_HEAD] == pytest.approx((RLRR_WITHOUT_HEAD + 769 * mean_classes) / 1e6)
+    assert row[PARAMS_WITHOUT_HEAD] == pytest.approx(0.288768)
+    assert row["Seeds"] == 1  # every task has at least one seed; cifar has two
+
+
+def test_missing_cells_are_missing_not_zero_and_dependent_means_blank():
+    records = [r for r in _rlrr_records() if r["spec"]["task"] != "dmlab"]
+    board = build_leaderboard(runs_frame(records), VTAB)
+    row = board.table.loc["rlrr"]
+    assert pd.isna(row["dmlab"]) and pd.isna(row["Structured (mean)"])
+    assert pd.isna(row[FLAT_MEAN]) and pd.isna(row[GROUP_MEAN]) and pd.isna(row[PARAMS_WITH_HEAD])
+    assert row["Natural (mean)"] == pytest.approx(578.5 / 7)
+    markdown = render(board, "md")
+    assert "–" in markdown and "no finished run" in markdown
+    line = next(l for l in markdown.splitlines() if l.startswith("|") and "rlrr" in l)
+    assert " 0.0 " not in line
+
+
+def test_newest_settings_win_and_failed_runs_are_ignored():
+    records = _rlrr_records()
+    records.append(_record("svhn", 10.0, settings={"lr": 0.5}, finished_at="2025-01-01T00:00:00"))  # older settings
+    failed = _record("dtd", 0.0)
+    failed["status"] = "failed"
+    records.append(failed)
+    row = build_leaderboard(runs_frame(records), VTAB).table.loc["rlrr"]
+    assert row["svhn"] == pytest.approx(89.8) and row["dtd"] == pytest.approx(72.9)
+
+
+def test_markdown_labels_both_means_and_both_parameter_conventions():
+    records = _rlrr_records() + [_record(t.name, 50.0, method="linear", trainable_without_head=0, classes=t.num_classes)
+                                 for t in VTAB.tasks]
+    markdown = render(build_leaderboard(runs_frame(records), VTAB), "md")
+    header = next(l for l in markdown.splitlines() if l.startswith("|"))
+    for label in ("cifar", "Natural (mean)", FLAT_MEAN, GROUP_MEAN, PARAMS_WITH_HEAD, PARAMS_WITHOUT_HEAD):
+        assert label in header
+    assert "mean over the 19 tasks" in markdown and "mean of the 3 group means" in markdown
+    assert "classification head included" in markdown
+    rlrr_line = next(l for l in markdown.splitlines() if "| rlrr" in l or "|     rlrr" in l or " rlrr |" in l)
+    assert "74.5" in rlrr_line and "76.8" in rlrr_line and "0.29" in rlrr_line
+
+
+def test_csv_and_json_carry_the_same_numbers():
+    board = build_leaderboard(runs_frame(_rlrr_records()), VTAB)
+    csv_text = render(board, "csv")
+    assert csv_text.splitlines()[0].startswith("Method,cifar,caltech101")
+    payload = json.loads(render(board, "json"))
+    assert payload["suite"] == "vtab1k"
+    assert payload["rows"][0][FLAT_MEAN] == pytest.approx(1416.2 / 19)
