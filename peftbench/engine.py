@@ -125,15 +125,15 @@ def fit(
     loss_sum = torch.zeros((), device=device)
     logged_steps, last_loss, step = 0, float("nan"), 0
     for epoch in range(cfg.epochs):
-        order = torch.randperm(len(labels))
+        order = torch.randperm(len(labels)).to(device)
         for start in range(0, len(labels), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
             lr = learning_rate(step, total_steps, warmup_steps, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = forward(inputs[index].to(device, non_blocking=True))
-            loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device, non_blocking=True))
+                logits = forward(inputs[index])
+            loss = nn.functional.cross_entropy(logits.float(), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -203,7 +203,8 @@ def train_and_evaluate(
         def forward(images: torch.Tensor) -> torch.Tensor:
             return model(normalise(images))
 
-    last_loss = fit(forward, optimizer, train_inputs, train.labels, cfg, device, listener)
+    # the training split lives on the device for the whole run (uint8 images or features)
+    last_loss = fit(forward, optimizer, train_inputs.to(device), train.labels.to(device), cfg, device, listener)
     train_seconds = time.perf_counter() - started
     model.eval()
     started = time.perf_counter()

@@ -64,17 +64,18 @@ def _contrasting_palette_colour(rng: np.random.Generator, background: np.ndarray
 
 TEXTURE_CLASSES = ("horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard",
                    "dots", "blotches")
+_STRIPE_ANGLES = {"horizontal_stripes": (0.0,), "vertical_stripes": (np.pi / 2,),
+                  "diagonal_stripes": (np.pi / 4, 3 * np.pi / 4)}
 
 
 def _texture_pattern(rng: np.random.Generator, label: int) -> np.ndarray:
     """Pattern in [0, 1] of texture class `label`, with random scale, phase and small tilt."""
-    tilt = rng.uniform(-0.2, 0.2)
-    period = rng.uniform(4.0, 11.0)
+    tilt = rng.uniform(-0.25, 0.25)
+    period = rng.uniform(3.5, 11.0)
     phase = (rng.random(), rng.random())
     name = TEXTURE_CLASSES[label]
-    if name.endswith("stripes"):
-        angle = {"horizontal_stripes": 0.0, "vertical_stripes": np.pi / 2,
-                 "diagonal_stripes": np.pi / 4 * rng.choice([1, 3])}[name]
+    if name in _STRIPE_ANGLES:
+        angle = float(rng.choice(_STRIPE_ANGLES[name]))
         return sc.stripes(angle + tilt, period, 2 * np.pi * phase[0], rng.uniform(0.6, 4.0))
     if name == "checkerboard":
         return sc.checkerboard(tilt, period * 1.5, phase)
@@ -86,10 +87,10 @@ def _texture_pattern(rng: np.random.Generator, label: int) -> np.ndarray:
 def render_textures(rng: np.random.Generator, label: int | None = None) -> tuple[np.ndarray, int]:
     """Which of 6 texture patterns fills the image; random colours, lighting and pixel noise."""
     label = _label(rng, label, len(TEXTURE_CLASSES))
-    c0, c1 = _distinct_colours(rng)
+    c0, c1 = _distinct_colours(rng, 50.0)
     image = sc.colourise(_texture_pattern(rng, label), c0, c1)
-    lighting = 1 + rng.uniform(0, 0.5) * (sc.gradient(rng.uniform(0, 2 * np.pi)) - 0.5)
-    image = sc.add_noise(rng, image * lighting, rng.uniform(5, 25))
+    lighting = 1 + rng.uniform(0, 0.6) * (sc.gradient(rng.uniform(0, 2 * np.pi)) - 0.5)
+    image = sc.add_noise(rng, image * lighting, rng.uniform(5, 35))
     return sc.to_uint8(image), label
 
 
@@ -98,12 +99,14 @@ def render_textures(rng: np.random.Generator, label: int | None = None) -> tuple
 LANDCOVER_CLASSES = ("water", "forest", "fields", "urban", "desert")
 
 
-def _jittered(rng: np.random.Generator, rgb: tuple[float, float, float], jitter: float) -> np.ndarray:
+def _jittered(rng: np.random.Generator, rgb: tuple[float, ...], jitter: float) -> np.ndarray:
+    """`rgb` with uniform per-channel jitter, float32 (3,)."""
     return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-jitter, jitter, 3), 0, 255).astype(
         np.float32)
 
 
 def _water(rng: np.random.Generator) -> np.ndarray:
+    """Dark blue-ish surface with smooth variation and faint ripples."""
     base = _jittered(rng, (35, 75, 120), 30)
     ripples = sc.stripes(rng.uniform(0, np.pi), rng.uniform(3, 7), rng.uniform(0, 6.3), 0.5)
     pattern = 0.7 * sc.smooth_noise(rng, int(rng.integers(2, 5))) + 0.3 * ripples
@@ -111,6 +114,7 @@ def _water(rng: np.random.Generator) -> np.ndarray:
 
 
 def _forest(rng: np.random.Generator) -> np.ndarray:
+    """Fine blotchy green canopy with dark shadows."""
     base = _jittered(rng, (45, 85, 45), 30)
     canopy = sc.blotches(rng, int(rng.integers(9, 17)), rng.uniform(1.0, 2.5))
     return sc.colourise(canopy, base * rng.uniform(0.4, 0.7), base)
@@ -120,6 +124,7 @@ _FIELD_COLOURS = ((110, 160, 60), (195, 185, 90), (140, 110, 70), (70, 120, 50),
 
 
 def _fields(rng: np.random.Generator) -> np.ndarray:
+    """Parallel strips of crop colours at a random angle."""
     _, v = sc.rotated_coords(rng.uniform(0, np.pi))
     edges = np.cumsum(rng.uniform(3, 9, 12)) - rng.uniform(23, 30)
     strip = np.searchsorted(edges, v)
@@ -130,6 +135,7 @@ def _fields(rng: np.random.Generator) -> np.ndarray:
 
 
 def _urban(rng: np.random.Generator) -> np.ndarray:
+    """Grey road grid, slightly rotated, around blocks of random roof colours."""
     u, v = sc.rotated_coords(rng.uniform(-0.4, 0.4))
     period = rng.uniform(6, 11)
     cu, cv = u / period + rng.random(), v / period + rng.random()
@@ -144,6 +150,7 @@ def _urban(rng: np.random.Generator) -> np.ndarray:
 
 
 def _desert(rng: np.random.Generator) -> np.ndarray:
+    """Sand with low-contrast wavy dunes."""
     base = _jittered(rng, (205, 170, 115), 30)
     u, v = sc.rotated_coords(rng.uniform(0, np.pi))
     wobble = rng.uniform(1, 3) * np.sin(u / rng.uniform(3, 6) + rng.uniform(0, 6.3))
@@ -155,11 +162,23 @@ def _desert(rng: np.random.Generator) -> np.ndarray:
 _LANDCOVER_RENDERERS = (_water, _forest, _fields, _urban, _desert)
 
 
+def _intrusion_mask(rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Soft blob mask in [0, 1] covering about `fraction` of the tile."""
+    field = sc.smooth_noise(rng, int(rng.integers(2, 5)))
+    return np.clip((field - np.quantile(field, 1 - fraction)) * 8 + 0.5, 0, 1)
+
+
 def render_landcover(rng: np.random.Generator, label: int | None = None) -> tuple[np.ndarray, int]:
-    """Aerial-like land-cover tile; brightness and colour jittered so colour alone is ambiguous."""
+    """Aerial-like land-cover tile of the labelled (majority) class, often with a minority patch
+    (up to 35 %) of another class; brightness and colour jittered so colour alone is ambiguous."""
     label = _label(rng, label, len(LANDCOVER_CLASSES))
     image = _LANDCOVER_RENDERERS[label](rng)
-    image = image * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25, 3).astype(np.float32)[:, None, None]
+    if rng.random() < 0.6:
+        other = (label + int(rng.integers(1, len(LANDCOVER_CLASSES)))) % len(LANDCOVER_CLASSES)
+        mask = _intrusion_mask(rng, rng.uniform(0.1, 0.35))
+        image = image + mask * (_LANDCOVER_RENDERERS[other](rng) - image)
+    shift = rng.uniform(-25, 25, 3).astype(np.float32)[:, None, None]
+    image = image * rng.uniform(0.7, 1.3) + shift
     return sc.to_uint8(sc.add_noise(rng, image, rng.uniform(3, 12))), label
 
 
@@ -234,8 +253,10 @@ def split_rng(name: str, split: str, seed: int = 0) -> np.random.Generator:
 
 
 def render_split(name: str, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`n` images uint8 (n, 32, 32, 3) and int64 labels of one split; labels exactly balanced
-    (n % num_classes apart) in a deterministic shuffled order."""
+    """`n` images uint8 (n, 32, 32, 3) and int64 labels of one split of task `name`.
+
+    Labels are balanced (class counts differ by at most 1) and deterministically shuffled.
+    """
     task = DEMO_TASKS[name]
     rng = split_rng(name, split, seed)
     labels = rng.permutation(np.arange(n) % task.num_classes)
@@ -246,8 +267,9 @@ def render_split(name: str, split: str, n: int, seed: int = 0) -> tuple[np.ndarr
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary sibling, then rename it to `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(text.encode())
     os.replace(tmp, path)
 
 

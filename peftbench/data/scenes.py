@@ -1,9 +1,9 @@
 """Deterministic synthetic 32x32 RGB scenes: textures, shapes and the upstream pre-training task.
 
 Images are built channel-first, float32 (3, 32, 32) RGB in 0..255 (faster broadcasting than
-channels-last at this size), and converted to uint8 (32, 32, 3) by `to_uint8`. Textures are patterns in [0, 1]
-that `colourise` maps between two colours; shapes are anti-aliased masks from signed distances.
-The upstream task draws one broad scene per image and labels many attributes at once.
+channels-last at this size), and converted to uint8 (32, 32, 3) by `to_uint8`. Textures are
+patterns in [0, 1] that `colourise` maps between two colours; shapes are anti-aliased masks from
+signed distances. The upstream task draws one broad scene per image and labels many attributes.
 """
 from __future__ import annotations
 
