@@ -44,6 +44,11 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
+class ParamsFormat(str, Enum):
+    md = "md"
+    json = "json"
+
+
 class Listing(str, Enum):
     methods = "methods"
     tasks = "tasks"
@@ -136,6 +141,31 @@ def report(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+
+
+@app.command()
+def params(
+    suite: str = typer.Option(..., "--suite", "-s", help="Suite whose tasks set the head sizes."),
+    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable); default: all."),
+    model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Method option: key=value (repeatable), e.g. rank=4."),
+    format: ParamsFormat = typer.Option(ParamsFormat.md, "--format", "-f", help="Output format."),
+) -> None:
+    """Exact trainable parameters per method, with and without the head, per task and averaged (no data or weights needed)."""
+    from .params import count_trainable, render_counts
+    from .registry import resolve_method_names
+    from .settings import parse_assignments
+    from .suites import get_suite
+
+    try:
+        chosen = get_suite(suite)
+        names = resolve_method_names(method or ["all"])
+        overrides = parse_assignments(set_ or [])
+        model_name = model or chosen.model
+        counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(render_counts(counts, chosen, model_name, format.value), nl=False)
 
 
 @app.command("list")

@@ -53,6 +53,7 @@ class TrainResult:
     peak_memory_mb: float
     memory_measure: str
     used_cached_features: bool
+    evaluated_merged: bool
 
 
 def resolve_device(name: str) -> torch.device:
@@ -175,9 +176,11 @@ def train_and_evaluate(
     device: torch.device,
     seed: int,
     listener: Listener | None = None,
+    merge: Callable[[nn.Module], nn.Module] | None = None,
 ) -> TrainResult:
     """Train `model` (its trainable parameters as the method left them) on `train` and evaluate
-    `test` once, after the last epoch."""
+    `test` once, after the last epoch — through `merge(model)`, a plain ViT, when the method folds
+    into the backbone."""
     listener = listener or SilentListener()
     seed_everything(seed)
     if device.type == "cuda":
@@ -206,6 +209,13 @@ def train_and_evaluate(
     # the training split lives on the device for the whole run (uint8 images or features)
     last_loss = fit(forward, optimizer, train_inputs.to(device), train.labels.to(device), cfg, device, listener)
     train_seconds = time.perf_counter() - started
+    merged = merge is not None and not cached
+    if merged:
+        plain = merge(model).eval()
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            return plain(normalise(images))
+
     model.eval()
     started = time.perf_counter()
     logits = predict(forward, test_inputs, cfg.eval_batch_size, device)
@@ -221,4 +231,5 @@ def train_and_evaluate(
         peak_memory_mb=peak,
         memory_measure=measure,
         used_cached_features=cached,
+        evaluated_merged=merged,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from . import backbone, engine, provenance
+from .build import adapt
 from .data import SplitData, load_split, prepare_suite_data
 from .errors import PeftbenchError
 from .registry import get_method
@@ -158,6 +159,7 @@ def _run_one(request: RunRequest, spec: RunSpec, splits, device: torch.device, l
         },
         "memory": {"peak_mb": result.peak_memory_mb, "measure": result.memory_measure},
         "used_cached_features": result.used_cached_features,
+        "evaluated_merged": result.evaluated_merged,
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -170,13 +172,10 @@ def _train(request: RunRequest, spec: RunSpec, train: SplitData, test: SplitData
     engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
     model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights)
     method = method_cls(**options)
-    method.apply(model)
-    head_names = backbone.head_parameter_names(model)
-    for name, parameter in model.named_parameters():
-        if name in head_names:
-            parameter.requires_grad_(True)
-    params = count_parameters(model, head_names)
-    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, train_cfg, device, spec.seed, listener)
+    adapt(model, method)
+    params = count_parameters(model, backbone.head_parameter_names(model))
+    merge = method.merge if method.mergeable else None
+    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, train_cfg, device, spec.seed, listener, merge)
     return result, params
 
 

@@ -1,0 +1,67 @@
+"""Exact trainable-parameter counts per method and task, without data or weights.
+
+Each method is applied once to the backbone built on the `meta` device (no memory, no
+initialisation cost); the head adds `num_features * classes + classes` per task.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .backbone import create_backbone, head_parameter_names
+from .build import adapt
+from .registry import get_method
+from .settings import check_keys, resolve
+from .suites import Suite
+
+
+@dataclass(frozen=True)
+class MethodCount:
+    method: str
+    without_head: int
+    with_head: dict[str, int]  # task -> trainable parameters, head included
+
+    @property
+    def mean_with_head(self) -> float:
+        return sum(self.with_head.values()) / len(self.with_head)
+
+
+def count_trainable(method_name: str, model_name: str, suite: Suite, overrides: dict[str, Any]) -> MethodCount:
+    """Trainable parameters of `method_name` on every task of `suite`."""
+    cls = get_method(method_name)
+    check_keys(overrides, [cls])
+    _, options = resolve(cls, {}, overrides)
+    with torch.device("meta"):
+        model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None)
+        adapt(model, cls(**options))
+    head = head_parameter_names(model)
+    without_head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
+    width = model.num_features
+    return MethodCount(method_name, without_head, {t.name: without_head + width * t.num_classes + t.num_classes for t in suite.tasks})
+
+
+def counts_table(counts: list[MethodCount], suite: Suite) -> pd.DataFrame:
+    rows = []
+    for count in counts:
+        row: dict[str, Any] = {"Method": count.method, "Params (M) incl. head, mean": count.mean_with_head / 1e6,
+                               "Params (M) excl. head": count.without_head / 1e6, "excl. head": count.without_head}
+        row.update({f"{task} incl. head": n for task, n in count.with_head.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("Method")
+
+
+def render_counts(counts: list[MethodCount], suite: Suite, model_name: str, fmt: str) -> str:
+    if fmt == "json":
+        payload = {"suite": suite.name, "model": model_name, "methods": {
+            c.method: {"without_head": c.without_head, "with_head": c.with_head, "mean_with_head": c.mean_with_head}
+            for c in counts}}
+        return json.dumps(payload, indent=2) + "\n"
+    table = counts_table(counts, suite)
+    shown = table.apply(lambda col: col.map(lambda v: f"{v:.2f}" if "(M)" in col.name else f"{int(v):,}"))
+    notes = (f"Trainable parameters of `{model_name}` on suite {suite.name}: per task with the classification head, "
+             f"the mean over the suite's {len(suite.tasks)} tasks with the head (the RLRR paper's convention), and without it.")
+    return f"## Trainable parameters: {suite.name}\n\n{shown.to_markdown(disable_numparse=True)}\n\n- {notes}\n"
