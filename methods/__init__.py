@@ -1,2 +1,2 @@
 """Built-in fine-tuning methods, one module each; importing this package registers them."""
-from . import full, linear  # noqa: F401
+from . import adapter, bitfit, full, linear, lora, lora_qkv, rlrr, ssf, vpt  # noqa: F401

@@ -61,6 +61,6 @@ def merge(model: VisionTransformer) -> VisionTransformer:
     if not method.mergeable:
         raise PeftbenchError(f"method '{method.name}' adds computation that cannot be folded into the weights; it cannot be merged")
     merged = method.merge(model)
-    if hasattr(merged, METHOD_ATTRIBUTE):
+    if merged is not model and hasattr(merged, METHOD_ATTRIBUTE):  # a copy: it is a plain ViT now
         delattr(merged, METHOD_ATTRIBUTE)
     return merged

@@ -39,13 +39,14 @@ FORMULAS = {
     "vpt_shallow": 10 * D,
     "vpt_deep": DEPTH * 10 * D,
 }
-# methods whose initialisation leaves the frozen backbone's function unchanged
-IDENTITY_AT_INIT = {"full", "linear", "bitfit", "lora", "lora_qkv"}
+# methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as
+# NOAH's code is written (its runs started from timm's re-initialisation of A and B, see lora_qkv.py)
+IDENTITY_AT_INIT = {"full": {}, "linear": {}, "bitfit": {}, "lora": {}, "lora_qkv": {"init": "as_written"}}
 
 
-def build(name: str, seed: int = 0) -> VisionTransformer:
+def build(name: str, seed: int = 0, **options) -> VisionTransformer:
     torch.manual_seed(seed)
-    return peftbench.build_model(name, "vit_micro_patch4_32", CLASSES, pretrained=False).eval()
+    return peftbench.build_model(name, "vit_micro_patch4_32", CLASSES, pretrained=False, **options).eval()
 
 
 def features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -91,11 +92,12 @@ def test_gradients_reach_exactly_the_trainable_parameters(name: str, images):
             assert parameter.grad is None, parameter_name
 
 
-@pytest.mark.parametrize("name", sorted(IDENTITY_AT_INIT & set(METHODS)))
+@pytest.mark.parametrize("name", sorted(set(IDENTITY_AT_INIT) & set(METHODS)))
 def test_features_at_init_equal_the_frozen_backbone(name: str, images):
     torch.manual_seed(0)
     plain, _ = backbone.create_backbone("vit_micro_patch4_32", CLASSES, None)
-    torch.testing.assert_close(features(build(name), images), features(plain.eval(), images), atol=1e-6, rtol=0)
+    adapted = build(name, **IDENTITY_AT_INIT[name])
+    torch.testing.assert_close(features(adapted, images), features(plain.eval(), images), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("name", METHODS)

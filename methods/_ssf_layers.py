@@ -1,0 +1,145 @@
+"""Shared building blocks of SSF and RLRR: the scale-shift module, wrappers that fold back, helpers.
+
+SSF (Lian et al., NeurIPS 2022, Eq. 1) rescales and shifts a feature per channel, y = γ ⊙ x + β.
+A pair placed after a Linear, a LayerNorm or a Conv2d is linear in that layer's output, so it folds
+into the layer's weight and bias (see `fold_scale_shift`). Initialisation γ ~ N(1, 0.02),
+β ~ N(0, 0.02) matches `init_ssf_scale_shift` in SSF's released code (dongzelian/SSF,
+models/vision_transformer.py), which RLRR reuses unchanged (zstarN70/RLRR, models/networks.py).
+
+Wrappers hold the original layer as `layer`, so an adapted model's frozen keys gain `.layer`;
+`unwrap` replaces every wrapper by its folded layer, restoring timm's keys.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Foldable = nn.Linear | nn.LayerNorm | nn.Conv2d
+
+SCALE_STD = 0.02
+SHIFT_STD = 0.02
+
+
+class ScaleShift(nn.Module):
+    """y = scale ⊙ x + shift along one channel axis (-1 for tokens, 1 for NCHW feature maps)."""
+
+    def __init__(
+        self,
+        channels: int,
+        channel_dim: int = -1,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        self.channel_dim = channel_dim
+        self.scale = nn.Parameter(torch.empty(channels, device=device, dtype=dtype))
+        self.shift = nn.Parameter(torch.empty(channels, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.scale, mean=1.0, std=SCALE_STD)
+        nn.init.normal_(self.shift, mean=0.0, std=SHIFT_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_dim == -1:
+            return torch.addcmul(self.shift, x, self.scale)
+        trailing = [1] * (x.ndim - self.channel_dim - 1)
+        return torch.addcmul(self.shift.view(-1, *trailing), x, self.scale.view(-1, *trailing))
+
+
+class FoldableWrapper(nn.Module):
+    """A frozen `layer` plus trainable parameters that `fold` writes into (a copy of) that layer."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def fold(self) -> nn.Module:
+        """The wrapped layer's type with the adaptation folded into its weights (modifies `layer`)."""
+        raise NotImplementedError
+
+
+class SSFWrapper(FoldableWrapper):
+    """`layer` followed by a ScaleShift on its output channels."""
+
+    def __init__(self, layer: Foldable):
+        super().__init__(layer)
+        channels, channel_dim = output_channels(layer)
+        weight = layer.weight
+        self.ssf = ScaleShift(channels, channel_dim, device=weight.device, dtype=weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ssf(self.layer(x))
+
+    @torch.no_grad()
+    def fold(self) -> nn.Module:
+        fold_scale_shift(self.layer, self.ssf.scale, self.ssf.shift)
+        return self.layer
+
+
+def output_channels(layer: Foldable) -> tuple[int, int]:
+    """(number of output channels, their axis in the output) of a foldable layer."""
+    if isinstance(layer, nn.Linear):
+        return layer.out_features, -1
+    if isinstance(layer, nn.LayerNorm):
+        if len(layer.normalized_shape) != 1:
+            raise ValueError(f"SSF needs a LayerNorm over one axis, got shape {layer.normalized_shape}")
+        if layer.weight is None:
+            raise ValueError("SSF folds into a LayerNorm's affine parameters; this LayerNorm has none")
+        return layer.normalized_shape[0], -1
+    if isinstance(layer, nn.Conv2d):
+        return layer.out_channels, 1
+    raise TypeError(f"SSF attaches to Linear, LayerNorm or Conv2d, not {type(layer).__name__}")
+
+
+@torch.no_grad()
+def fold_scale_shift(layer: Foldable, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """Fold y = scale ⊙ layer(x) + shift into `layer` in place: W' = diag(scale) W, b' = scale ⊙ b + shift.
+
+    Linear (out×in), LayerNorm affine (C) and Conv2d (out×in×kh×kw) all index output channels on
+    the first weight axis, so one rule serves the three. A layer without a bias gets one.
+    """
+    weight = layer.weight
+    weight.mul_(scale.to(weight.dtype).view(-1, *[1] * (weight.ndim - 1)))
+    bias = shift if layer.bias is None else torch.addcmul(shift, layer.bias, scale)
+    layer.bias = nn.Parameter(bias.to(weight.dtype).detach().clone(), requires_grad=False)
+
+
+def wrap(model: nn.Module, path: str, make: Callable[[nn.Module], FoldableWrapper]) -> None:
+    """Replace the submodule at `path` by `make(submodule)`."""
+    model.set_submodule(path, make(model.get_submodule(path)))
+
+
+def final_norm_path(model: nn.Module) -> str | None:
+    """The ViT's last LayerNorm: `norm`, or `fc_norm` (after pooling) when timm moved it there."""
+    for path in ("norm", "fc_norm"):
+        if isinstance(getattr(model, path, None), nn.LayerNorm):
+            return path
+    return None
+
+
+def embed_and_norm_paths(model: nn.Module) -> list[str]:
+    """The patch-embedding conv, each block's norm1 and norm2, and the final LayerNorm."""
+    paths = ["patch_embed.proj"]
+    for index in range(len(model.blocks)):
+        paths += [f"blocks.{index}.norm1", f"blocks.{index}.norm2"]
+    final = final_norm_path(model)
+    return paths + ([final] if final else [])
+
+
+def block_linear_paths(model: nn.Module) -> list[str]:
+    """Each block's fused qkv, attention output projection, fc1 and fc2."""
+    names = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    return [f"blocks.{index}.{name}" for index in range(len(model.blocks)) for name in names]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with every wrapper replaced by its folded layer (timm's own keys)."""
+    merged = copy.deepcopy(model)
+    wrappers = [(name, m) for name, m in merged.named_modules() if isinstance(m, FoldableWrapper)]
+    for name, wrapper in wrappers:
+        merged.set_submodule(name, wrapper.fold())
+    return merged

@@ -1,0 +1,185 @@
+"""Bottleneck adapters on each block's MLP branch: NOAH's "Adapter-8" baseline and AdaptFormer.
+
+Both are inserted by wrapping the modules of timm's pre-norm `Block`, whose forward is
+`x = x + drop_path1(ls1(attn(norm1(x))))` then `x = x + drop_path2(ls2(mlp(norm2(x))))`;
+timm's forward itself is not copied.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from peftbench.errors import PeftbenchError
+from peftbench.registry import register_method
+
+from .base import Method, freeze_all
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the activation of NOAH's adapter."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Bottleneck(nn.Module):
+    """up(dropout(activation(down(x)))): width -> hidden -> width."""
+
+    def __init__(self, width: int, hidden: int, activation: nn.Module, dropout: float, like: torch.Tensor):
+        super().__init__()
+        factory = {"device": like.device, "dtype": like.dtype}
+        self.down = nn.Linear(width, hidden, **factory)
+        self.act = activation
+        self.dropout = nn.Dropout(dropout)
+        self.up = nn.Linear(hidden, width, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.dropout(self.act(self.down(x))))
+
+
+class AdapterAfterBranch(nn.Module):
+    """Replaces a block's `drop_path2`: y = drop_path(branch), returns y + adapter(y); so the block
+    computes x + m + adapter(m) with m its (drop-pathed) MLP branch, as NOAH's
+    `x = x + self.adapter(self.drop_path(self.mlp(self.norm2(x))))`."""
+
+    def __init__(self, drop_path: nn.Module, adapter: Bottleneck):
+        super().__init__()
+        self.drop_path = drop_path
+        self.adapter = adapter
+
+    def forward(self, branch: torch.Tensor) -> torch.Tensor:
+        branch = self.drop_path(branch)
+        return branch + self.adapter(branch)
+
+
+class ParallelAdapterMlp(nn.Module):
+    """Replaces a block's `mlp`, the block's `norm2` moving inside it (the block's own `norm2`
+    becomes the identity): returns mlp(norm(x)) + scale * adapter(x), so the adapter reads the
+    un-normalised residual stream x, as AdaptFormer's released code does."""
+
+    def __init__(self, norm: nn.Module, mlp: nn.Module, adapter: Bottleneck, scale: float):
+        super().__init__()
+        self.norm = norm
+        self.mlp = mlp
+        self.adapter = adapter
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(x)) + self.scale * self.adapter(x)
+
+
+def pre_norm_blocks(model: nn.Module, method: str) -> list[Block]:
+    """The model's blocks, which must be timm's pre-norm `Block` (not the parallel or post-norm kinds)."""
+    if not isinstance(model, VisionTransformer):
+        raise PeftbenchError(f"{method} needs a timm VisionTransformer, got {type(model).__name__}")
+    blocks = list(model.blocks)
+    other = sorted({type(b).__name__ for b in blocks if not isinstance(b, Block)})
+    if other:
+        raise PeftbenchError(f"{method} needs timm's pre-norm Block in every layer; this model has {', '.join(other)}")
+    return blocks
+
+
+def check_options(method: str, dim: int, dropout: float) -> None:
+    if dim < 1:
+        raise PeftbenchError(f"{method}: dim must be at least 1, got {dim}")
+    if not 0.0 <= dropout < 1.0:
+        raise PeftbenchError(f"{method}: dropout must be in [0, 1), got {dropout}")
+
+
+@register_method("adapter")
+@dataclasses.dataclass
+class Adapter(Method):
+    """Adapter-8, the sequential bottleneck adapter baseline as NOAH trains it (Zhang et al., 2022;
+    the VPT paper's "Adapter" placement, after the FFN): in every block, on the MLP branch output
+    m = mlp(norm2(x)),  x <- x + m + W_up · dropout(QuickGELU(W_down · m + b_down)) + b_up;
+    the attention branch is unchanged. The adapter is applied after the branch's drop path, as
+    NOAH's code (with LayerScale models it reads the scaled branch, ls2(m)).
+
+    Matched to NOAH's released code (ZhangYuanhan-AI/NOAH): model/module/adapter_super.py,
+    `QuickGELU` (x * sigmoid(1.702 x)) and `AdapterSuper` (ln1 -> QuickGELU -> dropout -> ln2, plus
+    the identity; `init_weights`: `xavier_uniform_` weights, `normal_(bias, std=1e-6)`, so the
+    adapter is not exactly the identity at init); model/supernet_vision_transformer_timm.py,
+    `Block.forward`; dim 8 in every layer (experiments/Adapter/ViT-B_prompt_adapter_8.yaml);
+    dropout 0.1 (`--drop_rate_adapter` default in supernet_train_prompt.py).
+
+    Trainable: depth x (2·D·dim + dim + D) and the head. Not mergeable: the adapter is a non-linear
+    function of the MLP output, which no change of the frozen weights reproduces.
+    """
+
+    dim: int = 8
+    dropout: float = 0.1
+
+    summary = "Adapter-8 (NOAH's baseline): a QuickGELU bottleneck on each block's MLP output"
+    # NOAH's configs/Adapter/VTAB/slurm_train_adapter_vtab.sh: AdamW (the engine's default),
+    # lr 0.005, weight decay 1e-4, batch 64, 100 epochs, 10 warm-up (timm scheduler default).
+    train_defaults = {"lr": 5e-3, "weight_decay": 1e-4}
+    mergeable = False
+
+    def __post_init__(self) -> None:
+        check_options(self.name, self.dim, self.dropout)
+
+    def apply(self, model: nn.Module) -> None:
+        blocks = pre_norm_blocks(model, self.name)
+        freeze_all(model)
+        like = next(model.parameters())
+        for block in blocks:
+            adapter = Bottleneck(model.embed_dim, self.dim, QuickGELU(), self.dropout, like)
+            for linear in (adapter.down, adapter.up):
+                nn.init.xavier_uniform_(linear.weight)
+                nn.init.normal_(linear.bias, std=1e-6)
+            block.drop_path2 = AdapterAfterBranch(block.drop_path2, adapter)
+
+
+@register_method("adaptformer")
+@dataclasses.dataclass
+class AdaptFormer(Method):
+    """AdaptFormer (Chen et al., NeurIPS 2022): a scaled bottleneck parallel to each block's MLP,
+    x' = x + attn-branch,  x <- x' + mlp(norm2(x')) + s · W_up · dropout(ReLU(W_down · x' + b_down)) + b_up,
+    s = `scale` = 0.1. The adapter reads x' itself, not norm2(x'): the released code does so and its
+    author confirmed the code, not the paper's Fig. 2b / Eq. with LN, is right (ShoufaChen/AdaptFormer
+    issue #9).
+
+    Matched to the released code (ShoufaChen/AdaptFormer): models/adapter.py, `Adapter` (down_proj ->
+    ReLU -> dropout -> up_proj, times `scale`; init_option "lora": `kaiming_uniform_(down, a=sqrt(5))`,
+    zero up weight and zero biases, so the model equals the frozen backbone at init);
+    models/custom_modules.py, `Block.forward` with `ffn_option == "parallel"` and `dropout=0.1`;
+    main_image.py `tuning_config` (layernorm option "none", scalar "0.1", `--ffn_num` 64).
+    Bottleneck `dim` 64: the released default and the paper's image setting (AdaptFormer-64); the
+    paper reports no VTAB-1k run, so there is no VTAB-specific value to follow.
+
+    Placement: the block's norm2 moves inside the wrapped MLP, so the adapter output passes the
+    block's ls2 and drop_path2 together with the MLP's; the released ViT has no LayerScale and
+    peftbench's backbones no drop path, where this is exactly the released computation.
+
+    Trainable: depth x (2·D·dim + dim + D) and the head. Not mergeable: the ReLU bottleneck is not
+    linear in the frozen weights.
+    """
+
+    dim: int = 64
+    dropout: float = 0.1
+    scale: float = 0.1
+
+    summary = "AdaptFormer: a scaled ReLU bottleneck parallel to each block's MLP"
+    # main_image.py: SGD, momentum 0.9, weight decay 0, lr = blr 0.1 x batch / 256 (0.025 at the
+    # engine's batch 64); its 20 warm-up epochs are left to the suite (they must fit its epochs).
+    train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.025, "weight_decay": 0.0}
+    mergeable = False
+
+    def __post_init__(self) -> None:
+        check_options(self.name, self.dim, self.dropout)
+
+    def apply(self, model: nn.Module) -> None:
+        blocks = pre_norm_blocks(model, self.name)
+        freeze_all(model)
+        like = next(model.parameters())
+        for block in blocks:
+            adapter = Bottleneck(model.embed_dim, self.dim, nn.ReLU(), self.dropout, like)
+            nn.init.kaiming_uniform_(adapter.down.weight, a=math.sqrt(5))
+            for tensor in (adapter.down.bias, adapter.up.weight, adapter.up.bias):
+                nn.init.zeros_(tensor)
+            block.mlp = ParallelAdapterMlp(block.norm2, block.mlp, adapter, self.scale)
+            block.norm2 = nn.Identity()

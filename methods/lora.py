@@ -1,0 +1,144 @@
+"""LoRA on the query and value projections of every block (Hu et al., ICLR 2022)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peftbench.errors import PeftbenchError
+from peftbench.registry import register_method
+
+from .base import Method, freeze_all
+
+
+class LowRankQKV(nn.Module):
+    """A fused qkv `nn.Linear`, kept frozen as `base_layer`, plus a trainable low-rank weight update.
+
+    Subclasses define `forward` and `delta_weight()` (the update of `base_layer.weight`, peft's
+    `get_delta_weight`); `merged()` folds the update into a plain `nn.Linear`.
+    """
+
+    def __init__(self, base_layer: nn.Linear) -> None:
+        super().__init__()
+        if base_layer.out_features % 3:
+            raise PeftbenchError(f"a fused qkv Linear has 3 x width outputs, got {base_layer.out_features}")
+        self.base_layer = base_layer
+        self.width = base_layer.out_features // 3  # rows per projection: q, k, v in this order
+
+    def factory(self) -> dict[str, torch.device | torch.dtype]:
+        """Device and dtype of the adapted weight, for new parameters (works on `meta` too)."""
+        return {"device": self.base_layer.weight.device, "dtype": self.base_layer.weight.dtype}
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """A plain `nn.Linear` with weight W0 + delta_weight() and the original bias."""
+        base = self.base_layer
+        linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, **self.factory())
+        linear.weight.copy_(base.weight + self.delta_weight())
+        if base.bias is not None:
+            linear.bias.copy_(base.bias)
+        linear.requires_grad_(False)
+        return linear
+
+
+def wrap_qkv(model: nn.Module, wrap: Callable[[nn.Linear], LowRankQKV]) -> None:
+    """Replace `attn.qkv` of every block of a timm VisionTransformer by `wrap(qkv)`."""
+    for index, block in enumerate(model.blocks):
+        qkv = getattr(getattr(block, "attn", None), "qkv", None)
+        if not isinstance(qkv, nn.Linear):
+            raise PeftbenchError(f"block {index} has no attn.qkv Linear to adapt (already adapted, or not a timm ViT)")
+        block.attn.qkv = wrap(qkv)
+
+
+def merge_low_rank(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with every `LowRankQKV` replaced by its merged `nn.Linear`.
+
+    The copy has timm's state-dict keys (`blocks.0.attn.qkv.weight`, ...); `model` is untouched.
+    """
+    merged = copy.deepcopy(model)
+    for name, module in list(merged.named_modules()):
+        if isinstance(module, LowRankQKV):
+            parent, _, child = name.rpartition(".")
+            setattr(merged.get_submodule(parent), child, module.merged())
+    return merged
+
+
+class LoRAQueryValue(LowRankQKV):
+    """LoRA on the q and v row blocks of a fused qkv Linear; the k rows stay exactly as they were.
+
+    h_q = W_q x + s B_q A_q drop(x), h_v = W_v x + s B_v A_v drop(x), h_k = W_k x, with s = alpha / r,
+    A: (r x in), B: (width x r), as `lora_A["q"]`, `lora_B["q"]`, `lora_A["v"]`, `lora_B["v"]`.
+    """
+
+    PROJECTIONS = ("q", "v")
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__(base_layer)
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        factory = self.factory()
+        self.lora_A = nn.ParameterDict(
+            {p: nn.Parameter(torch.empty(rank, base_layer.in_features, **factory)) for p in self.PROJECTIONS}
+        )
+        self.lora_B = nn.ParameterDict(
+            {p: nn.Parameter(torch.zeros(self.width, rank, **factory)) for p in self.PROJECTIONS}
+        )
+        for a in self.lora_A.values():
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as peft / microsoft/LoRA; B stays zero
+
+    def _update(self, x: torch.Tensor, projection: str) -> torch.Tensor:
+        return F.linear(F.linear(x, self.lora_A[projection]), self.lora_B[projection]) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.base_layer(x).chunk(3, dim=-1)
+        h = self.dropout(x)
+        return torch.cat((q + self._update(h, "q"), k, v + self._update(h, "v")), dim=-1)
+
+    def delta_weight(self) -> torch.Tensor:
+        """The (3 width x in) update: s B_q A_q on the q rows, zeros on k, s B_v A_v on v."""
+        q, v = (self.lora_B[p] @ self.lora_A[p] * self.scaling for p in self.PROJECTIONS)
+        return torch.cat((q, torch.zeros_like(q), v), dim=0)
+
+
+@register_method("lora")
+@dataclasses.dataclass
+class LoRA(Method):
+    """LoRA, low-rank adaptation (Hu et al., ICLR 2022), on W_q and W_v of every block.
+
+    Equation (Eq. 3): h = W0 x + (alpha / r) B A x, applied to the query and value projections
+    only (the paper's setting, Sec. 7.1); timm fuses q, k, v into one `attn.qkv` Linear, so the update
+    goes to its q and v row slices and the k rows stay exactly the pretrained ones. `dropout` acts on
+    the input of the low-rank branch (peft's `lora_dropout`).
+    Init: A (r x in) Kaiming-uniform with a = sqrt(5), B (out x r) zeros, so training starts at the
+    pretrained function (peft `LoraLayer.reset_lora_parameters`, microsoft/LoRA `loralib.Linear`).
+    Trainable: the A and B matrices (plus the head, which the engine keeps trainable).
+    Merge: W = W0 + (alpha / r) B A in the q and v row slices of each `attn.qkv`, giving a plain timm ViT.
+    """
+
+    summary = "LoRA (Hu et al. 2022) on the query and value projections"
+    mergeable = True
+
+    rank: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise PeftbenchError(f"lora: rank must be at least 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise PeftbenchError(f"lora: dropout must be in [0, 1), got {self.dropout}")
+
+    def apply(self, model: nn.Module) -> None:
+        freeze_all(model)
+        wrap_qkv(model, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout))
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return merge_low_rank(model)

@@ -1,0 +1,120 @@
+"""RLRR: Residual-based Low-Rank Rescaling (Dong et al., CVPR 2024)."""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peftbench.registry import register_method
+
+from ._ssf_layers import FoldableWrapper, SSFWrapper, block_linear_paths, embed_and_norm_paths, unwrap, wrap
+from .base import Method, freeze_all
+
+NO_DECAY_MARKERS = ("bias", "norm")
+
+
+class RLRRLinear(FoldableWrapper):
+    """A frozen Linear y = x Wᵀ + b rescaled as W' = W + (s_out s_inᵀ) ⊙ W, b' = b + f.
+
+    The output rows split into `groups` equal slices (3 for a fused qkv: q, k, v) and each slice
+    has its own s_in; s_out and f are per output row, so a slice's rows of them are its own too.
+    Storage: s_in (groups, in), s_out (out, 1), f (out,). kaiming_uniform_ on (groups, in) has
+    fan_in = in, the same U(±√(6/in)) as the authors' (1, in) per layer; on (out, 1) fan_in = 1,
+    U(±√6), the same as per-slice (out/groups, 1). So the init is the authors' in distribution.
+    f is named `bias_shift` so that the authors' name rule exempts it from weight decay.
+    """
+
+    def __init__(self, layer: nn.Linear, groups: int = 1):
+        super().__init__(layer)
+        out_features, in_features = layer.weight.shape
+        if out_features % groups:
+            raise ValueError(f"{out_features} output rows do not split into {groups} equal groups")
+        kwargs = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+        self.groups = groups
+        self.s_in = nn.Parameter(torch.empty(groups, in_features, **kwargs))
+        self.s_out = nn.Parameter(torch.empty(out_features, 1, **kwargs))
+        self.bias_shift = nn.Parameter(torch.zeros(out_features, **kwargs))
+        nn.init.kaiming_uniform_(self.s_in)
+        nn.init.kaiming_uniform_(self.s_out)
+
+    def rescale(self) -> torch.Tensor:
+        """s_out s_inᵀ (out×in), each group of rows using its own s_in."""
+        out_features, in_features = self.layer.weight.shape
+        s_out = self.s_out.view(self.groups, out_features // self.groups, 1)
+        return (s_out * self.s_in.unsqueeze(1)).view(out_features, in_features)
+
+    def adapted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W', b') = (W + (s_out s_inᵀ) ⊙ W, b + f)."""
+        weight = self.layer.weight
+        bias = self.bias_shift if self.layer.bias is None else self.layer.bias + self.bias_shift
+        return torch.addcmul(weight, weight, self.rescale()), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Cheapest exact form for training: build W' (O(out·in), once per step) and run ONE matmul
+        # with it; its backward takes two more (grad of x, and gradᵀ x for W', hence s_in, s_out).
+        # The alternative x Wᵀ + s_out ⊙ ((s_in ⊙ x) Wᵀ), even with both inputs concatenated into
+        # one call, takes two matmuls forward and two backward and saves extra N-row activations;
+        # with N = batch × tokens ≫ 1 that costs far more than forming W'. The authors' code
+        # (RLRRLinear.forward) forms W' the same way.
+        weight, bias = self.adapted()
+        return F.linear(x, weight, bias)
+
+    @torch.no_grad()
+    def fold(self) -> nn.Linear:
+        weight, bias = self.adapted()
+        self.layer.weight.copy_(weight)
+        self.layer.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        return self.layer
+
+
+def _is_qkv(path: str) -> bool:
+    return path.endswith("attn.qkv")
+
+
+@register_method("rlrr")
+@dataclasses.dataclass
+class RLRR(Method):
+    """Residual-based Low-Rank Rescaling (Dong et al., CVPR 2024).
+
+    Equation: for q, k and v (separately, as row slices of timm's fused qkv), the attention
+    projection, fc1 and fc2 of every block, W' = W + (s_out s_inᵀ) ⊙ W and b' = b + f.
+    In addition SSF pairs (γ ⊙ x + β) follow the patch-embedding conv, each block's norm1 and
+    norm2, and the final LayerNorm.
+    Init: s_in, s_out with PyTorch's default kaiming_uniform_ on (1, in) and (out, 1) tensors,
+    f = 0; SSF γ ~ N(1, 0.02), β ~ N(0, 0.02). Matches the released code (zstarN70/RLRR,
+    models/networks.py: RLRRLinear, RLRRBlock, RLRREncoder, RLRREmbeddings; train_vtab.py trains
+    every parameter named head/scale/shift).
+    Trainable: s_in, s_out, f, the SSF pairs and the head; 23,808 per ViT-B/16 block, 288,768 in
+    all without the head.
+    Weight decay: by name as the authors' `get_parameters`: names holding "bias" or "norm" get
+    none. Parameter names make that split theirs: f is `bias_shift`; the SSF pairs after norms
+    live under `…norm1.ssf`, `…norm2.ssf`, `norm.ssf` and `head.bias` holds "bias" (no decay);
+    s_in, s_out, the pair under `patch_embed.proj.ssf` and `head.weight` are decayed.
+    Merge: everything is linear in the frozen weights, so W', b' and the SSF pairs fold into a
+    plain timm ViT (Eq. 20).
+    """
+
+    summary = "RLRR: residual low-rank rescaling of every linear (q, k, v separate) plus SSF after norms"
+    # The authors' schedule end points (train_vtab.py / VTABConfig.py); lr and weight decay are per task.
+    train_defaults = {"optimizer": "adamw", "warmup_lr": 1e-7, "min_lr": 1e-8}
+    mergeable = True
+
+    def apply(self, model: nn.Module) -> None:
+        freeze_all(model)
+        for path in embed_and_norm_paths(model):
+            wrap(model, path, SSFWrapper)
+        for path in block_linear_paths(model):
+            wrap(model, path, partial(RLRRLinear, groups=3 if _is_qkv(path) else 1))
+
+    def no_weight_decay(self, model: nn.Module) -> set[str]:
+        return {
+            name
+            for name, parameter in model.named_parameters()
+            if parameter.requires_grad and any(marker in name for marker in NO_DECAY_MARKERS)
+        }
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        return unwrap(model)
