@@ -132,8 +132,8 @@ class _VisualPromptTuning(Method):
 @dataclasses.dataclass
 class VPTShallow(_VisualPromptTuning):
     """VPT-shallow (Jia et al., ECCV 2022, Eq. 1-2): `prompt_len` learnable tokens P are inserted
-    once, after the CLS token: [x_0, Z_1, E_1] = L_1([x_0, P, E_0]), with E_0 the position-embedded
-    patch tokens (prompts get no position embedding); the blocks then run unchanged.
+    once, after the CLS token: [x_1, Z_1, E_1] = L_1([x_0, P, E_0]), with E_0 the position-embedded
+    patch tokens (prompts get no position embedding); the later blocks run unchanged.
 
     Init: uniform(-v, v), v = sqrt(6 / (3 * patch_h * patch_w + D)), as the released code
     (KMnP/vpt, src/models/vit_prompt/vit.py, PromptedTransformer.__init__ and incorporate_prompt:

@@ -103,7 +103,9 @@ def test_vpt_deep_block_i_sees_its_own_prompts_after_the_cls_token(images):
 @pytest.mark.parametrize("method", [VPTShallow(), VPTDeep(prompt_dropout=0.0)])
 def test_vpt_goes_after_all_prefix_tokens_and_average_pooling_ignores_the_prompts(method):
     torch.manual_seed(0)
-    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, reg_tokens=2, global_pool="avg", num_classes=3)
+    model = VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=3, reg_tokens=2, global_pool="avg"
+    )
     blocks = list(model.blocks)
     method.apply(model)
     model.eval()
@@ -231,6 +233,8 @@ def test_invalid_options_are_refused(make):
 
 @pytest.mark.parametrize("method", [Adapter(), AdaptFormer()])
 def test_adapters_refuse_blocks_other_than_timms_pre_norm_block(method):
-    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3, block_fn=ParallelScalingBlock)
+    model = VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3, block_fn=ParallelScalingBlock
+    )
     with pytest.raises(PeftbenchError, match="pre-norm Block"):
         method.apply(model)

@@ -34,6 +34,7 @@ FORMULAS = {
     "lora": DEPTH * 2 * (8 * D + D * 8),
     "lora_qkv": DEPTH * (D * 8 + 8 * 3 * D),
     "adapter": DEPTH * (D * 8 + 8 + 8 * D + D),
+    "adaptformer": DEPTH * (D * 64 + 64 + 64 * D + D),
     "ssf": DEPTH * 2 * (3 * D + D + HIDDEN + D + D + D) + 2 * D + 2 * D,
     "rlrr": DEPTH * (3 * 3 * D + 3 * D + (D + 2 * HIDDEN) + (HIDDEN + 2 * D) + 2 * 2 * D) + 2 * D + 2 * D,
     "vpt_shallow": 10 * D,
@@ -41,7 +42,7 @@ FORMULAS = {
 }
 # methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as
 # NOAH's code is written (its runs started from timm's re-initialisation of A and B, see lora_qkv.py)
-IDENTITY_AT_INIT = {"full": {}, "linear": {}, "bitfit": {}, "lora": {}, "lora_qkv": {"init": "as_written"}}
+IDENTITY_AT_INIT = {"full": {}, "linear": {}, "bitfit": {}, "lora": {}, "lora_qkv": {"init": "as_written"}, "adaptformer": {}}
 
 
 def build(name: str, seed: int = 0, **options) -> VisionTransformer:
