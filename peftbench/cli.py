@@ -153,14 +153,15 @@ def params(
 ) -> None:
     """Exact trainable parameters per method, with and without the head, per task and averaged (no data or weights needed)."""
     from .params import count_trainable, render_counts
-    from .registry import resolve_method_names
-    from .settings import parse_assignments
+    from .registry import get_method, resolve_method_names
+    from .settings import check_keys, parse_assignments
     from .suites import get_suite
 
     try:
         chosen = get_suite(suite)
         names = resolve_method_names(method or ["all"])
         overrides = parse_assignments(set_ or [])
+        check_keys(overrides, [get_method(name) for name in names])
         model_name = model or chosen.model
         counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
     except PeftbenchError as exc:

@@ -1,0 +1,34 @@
+"""`peftbench params`: exact trainable counts for ViT-B/16, built on the meta device (no weights)."""
+import json
+
+from typer.testing import CliRunner
+
+from peftbench.cli import app
+
+# ViT-B/16 with a 100-class head (76,900 parameters included), from each paper's definition
+VIT_B_100_CLASSES = {
+    "linear": 76_900, "full": 85_875_556, "lora": 371_812, "lora_qkv": 371_812, "adapter": 233_668,
+    "ssf": 282_724, "rlrr": 365_668, "vpt_deep": 169_060, "vpt_shallow": 84_580, "bitfit": 179_812,
+}
+
+
+def test_vit_b16_counts_per_method_and_vtab_means():
+    result = CliRunner().invoke(app, ["params", "--suite", "vtab", "--model", "vit_base_patch16_224", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    methods = json.loads(result.stdout)["methods"]
+    for name, expected in VIT_B_100_CLASSES.items():
+        assert methods[name]["with_head"]["cifar"] == expected, name  # cifar has 100 classes
+        assert methods[name]["without_head"] == expected - 76_900, name
+    means = {name: round(m["mean_with_head"] / 1e6, 2) for name, m in methods.items()}
+    assert means["rlrr"] == 0.33 and means["ssf"] == 0.24 and means["linear"] == 0.04
+
+
+def test_markdown_and_method_options():
+    result = CliRunner().invoke(app, ["params", "-s", "demo", "-m", "lora", "-m", "vpt_deep", "--set", "rank=4",
+                                      "--set", "prompt_len=5"])
+    assert result.exit_code == 0, result.output
+    lora = next(line for line in result.stdout.splitlines() if line.startswith("| lora"))
+    assert "| 8,192 " in lora  # 4 blocks x 2 (q, v) x (4 x 128 + 128 x 4)
+    vpt = next(line for line in result.stdout.splitlines() if line.startswith("| vpt_deep"))
+    assert "| 2,560 " in vpt  # 4 blocks x 5 prompts x 128
+    assert "head" in result.stdout and "mean over the suite's 4 tasks" in result.stdout
