@@ -157,7 +157,8 @@ def render(board: Leaderboard, fmt: str) -> str:
         title = f"## {board.suite.name}: {board.suite.description}\n\n"
         if board.is_empty:
             return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
-        table = formatted(board).to_markdown(stralign="right", disable_numparse=True)
+        shown = formatted(board)
+        table = shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True)
         return title + table + "\n\n" + "\n".join(f"- {note}" for note in board.notes) + "\n"
     if fmt == "csv":
         return board.table.to_csv(float_format="%.4f")

@@ -87,7 +87,7 @@ def test_markdown_labels_both_means_and_both_parameter_conventions():
         assert label in header
     assert "mean over the 19 tasks" in markdown and "mean of the 3 group means" in markdown
     assert "classification head included" in markdown
-    rlrr_line = next(l for l in markdown.splitlines() if "| rlrr" in l or "|     rlrr" in l or " rlrr |" in l)
+    rlrr_line = next(l for l in markdown.splitlines() if l.startswith("| rlrr "))
     assert "74.5" in rlrr_line and "76.8" in rlrr_line and "0.29" in rlrr_line
 
 
