@@ -6,11 +6,17 @@ depth 4, 4 heads) for tests, CI and the demo suite, whose default weights ship w
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
@@ -20,6 +26,17 @@ from .errors import PeftbenchError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_WEIGHTS = WEIGHTS_DIR / "vit_micro_patch4_32.demo.safetensors"
 RANDOM_INIT = "random init"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+ACCEPTED_FORMATS = ".npz (Google's Flax ViT release), .safetensors, .pth/.pt/.bin (torch state dict)"
+# Google's original ImageNet-21k release behind timm's `orig_in21k` tags (VPT, NOAH and RLRR use ViT-B_16.npz).
+ORIGINAL_RELEASE = "https://storage.googleapis.com/vit_models/imagenet21k/"
+ORIGINAL_NPZ = {
+    "vit_base_patch16_224.orig_in21k": "ViT-B_16.npz",
+    "vit_base_patch32_224.orig_in21k": "ViT-B_32.npz",
+    "vit_large_patch16_224.orig_in21k": "ViT-L_16.npz",
+    "vit_large_patch32_224.orig_in21k": "ViT-L_32.npz",
+    "vit_huge_patch14_224.orig_in21k": "ViT-H_14.npz",
+}
 
 default_cfgs = generate_default_cfgs(
     {
@@ -66,6 +83,34 @@ def file_sha256(path: Path) -> str:
     return _file_sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a checkpoint must share with the model; timm would silently resample another patch size."""
+
+    depth: int
+    patch: tuple[int, ...]
+    width: int
+
+    def __str__(self) -> str:
+        return f"depth {self.depth}, patch {'x'.join(map(str, self.patch))}, width {self.width}"
+
+
+def _model_shape(model: VisionTransformer) -> _Shape:
+    return _Shape(len(model.blocks), tuple(model.patch_embed.patch_size), model.embed_dim)
+
+
+def _check_shape(found: _Shape, model: VisionTransformer, path: Path) -> None:
+    expected = _model_shape(model)
+    if found != expected:
+        name = model.pretrained_cfg.get("architecture", type(model).__name__)
+        raise PeftbenchError(f"weights {path} do not fit the model {name} ({expected}): the file holds a ViT of {found}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -78,29 +123,91 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model: VisionTransformer, path: Path) -> None:
-    """Load a checkpoint into `model`, all but the head: Google's Flax `.npz`, safetensors or a
-    torch state dict (`.pth`/`.pt`/`.bin`). Any other missing or unexpected key is an error."""
-    if not path.is_file():
-        raise PeftbenchError(f"weights file not found: {path}")
-    head_keys = {f"head.{k}" for k, _ in model.head.named_parameters()}
+def _state_dict_shape(state: dict[str, torch.Tensor]) -> _Shape | None:
+    """The shape of a timm-layout state dict; None for other layouts (CLIP, DINOv2), which
+    timm's `checkpoint_filter_fn` converts and `load_state_dict` checks."""
+    kernel = state.get("patch_embed.proj.weight")
+    if kernel is None or kernel.ndim != 4:
+        return None
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    return _Shape(depth, tuple(kernel.shape[2:]), kernel.shape[0])
+
+
+def _load_state_dict(model: VisionTransformer, path: Path) -> None:
+    """A safetensors or torch checkpoint, all but the head; any other missing or unexpected key is an error."""
     try:
-        if path.suffix == ".npz":
-            model.load_pretrained(str(path))  # timm's reader for the original ViT release
-            return
-        state = checkpoint_filter_fn(_read_state_dict(path), model)
-    except Exception as exc:  # corrupt file, wrong format
-        raise PeftbenchError(f"cannot read weights {path}: {exc}") from None
+        raw = _read_state_dict(path)
+    except Exception as exc:  # corrupt file, objects other than tensors
+        raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
+    found = _state_dict_shape(raw)
+    if found:
+        _check_shape(found, model, path)
+    try:
+        state = checkpoint_filter_fn(raw, model)
+    except Exception as exc:  # a layout timm does not know
+        raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch: another architecture
         raise PeftbenchError(f"weights {path} do not fit the model: {str(exc).splitlines()[-1].strip()}") from None
-    missing = [k for k in missing if k not in head_keys]
+    missing = [k for k in missing if k not in head_parameter_names(model)]
     if missing or unexpected:
         raise PeftbenchError(
             f"weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+
+
+def _npz_shape(path: Path) -> _Shape:
+    """The shape of a ViT in Google's Flax layout, any key prefix (`opt/target/`, `params/`)."""
+    archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    with archive:
+        kernels = [k for k in archive.files if k.endswith("embedding/kernel")]
+        if not kernels:
+            raise ValueError("no 'embedding/kernel': not a ViT in Google's Flax layout")
+        prefix = min(kernels, key=len).removesuffix("embedding/kernel")
+        patch_h, patch_w, _, width = archive[f"{prefix}embedding/kernel"].shape
+        stacked = f"{prefix}Transformer/encoderblock/LayerNorm_0/scale"  # big_vision: blocks stacked on axis 0
+        if stacked in archive.files:
+            depth = archive[stacked].shape[0]
+        else:
+            block = re.compile(re.escape(prefix) + r"Transformer/encoderblock_(\d+)/")
+            depth = len({m.group(1) for k in archive.files if (m := block.match(k))})
+    return _Shape(depth, (patch_h, patch_w), width)
+
+
+def _load_npz(model: VisionTransformer, path: Path) -> None:
+    """Google's Flax `.npz` through timm's reader, all but the head. The representation layer of
+    the in21k release (`pre_logits`) is dropped, as VPT and NOAH do: our ViTs have none."""
+    try:
+        found = _npz_shape(path)
+    except Exception as exc:  # not a zip, pickled objects, no ViT inside
+        raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
+    _check_shape(found, model, path)
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    try:
+        model.load_pretrained(str(path))  # also copies the npz head where its shape matches
+    except KeyError as exc:
+        raise PeftbenchError(f"weights {path} do not fit the model: the file lacks {exc}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise PeftbenchError(f"weights {path} do not fit the model: {_first_line(exc)}") from None
+    model.head.load_state_dict(head)
+
+
+def load_weights(model: VisionTransformer, path: Path) -> None:
+    """Load a checkpoint into `model`, all but the head: Google's Flax `.npz`, safetensors or a
+    torch state dict (`.pth`/`.pt`/`.bin`). A file of another depth, patch size or width is an error."""
+    if not path.is_file():
+        raise PeftbenchError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        _load_npz(model, path)
+    elif suffix in (".safetensors", *TORCH_SUFFIXES):
+        _load_state_dict(model, path)
+    else:
+        raise PeftbenchError(f"weights {path}: unknown format '{path.suffix or path.name}'; accepted: {ACCEPTED_FORMATS}")
 
 
 def reset_head(model: VisionTransformer, num_classes: int) -> None:
@@ -114,36 +221,82 @@ def create_backbone(model_name: str, num_classes: int, weights: str | Path | Non
     """Build `model_name` with a zero-initialised head for `num_classes` classes.
 
     `weights`: "default" for the model's pretrained weights (the shipped file for
-    `vit_micro_patch4_32`, timm's local cache for the others), a checkpoint path, or None for
-    random initialisation. Returns the model and the weights' identity (sha256, or "random init").
+    `vit_micro_patch4_32`, the Hugging Face cache for the others; never a download), a checkpoint
+    path, or None for random initialisation. Returns the model and the weights' identity (sha256,
+    "timm:<model>" for cached hub weights, or "random init").
     """
     _architecture(model_name)
+    path, identity = _resolve_weights(model_name, weights)  # before building: a missing file fails fast
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
-    identity = RANDOM_INIT
-    if weights == "default":
-        shipped = default_weights_file(model_name)
-        if shipped:
-            weights = shipped
-        else:
-            model, identity = _from_timm_cache(model_name, num_classes)
-    if isinstance(weights, (str, Path)) and weights != "default":
-        path = Path(weights).expanduser()
+    if path is not None:
         load_weights(model, path)
-        identity = file_sha256(path)
     reset_head(model, num_classes)
     return model, identity
 
 
-def _from_timm_cache(model_name: str, num_classes: int) -> tuple[VisionTransformer, str]:
-    try:
-        model = timm.create_model(model_name, pretrained=True, num_classes=num_classes)
-    except Exception as exc:
-        raise PeftbenchError(
-            f"no pretrained weights for '{model_name}' could be loaded offline ({type(exc).__name__}); "
-            "pass --weights PATH (.npz, .safetensors or .pth) or --no-pretrained"
-        ) from None
-    cfg = model.pretrained_cfg
-    return model, f"timm:{cfg.get('hf_hub_id') or cfg.get('architecture')}.{cfg.get('tag', '')}"
+def _resolve_weights(model_name: str, weights: str | Path | None) -> tuple[Path | None, str]:
+    """The file to load (None for random init) and the weights' identity."""
+    if weights is None:
+        return None, RANDOM_INIT
+    if weights == "default":
+        return _default_weights(model_name)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise PeftbenchError(f"weights file not found: {path}")
+    return path, file_sha256(path)
+
+
+def _default_weights(model_name: str) -> tuple[Path, str]:
+    """The file of the model's default weights and their identity, without touching the network."""
+    cfg = _architecture(model_name).pretrained_cfg
+    if cfg.get("file"):
+        shipped = Path(cfg["file"])
+        if not shipped.is_file():
+            raise PeftbenchError(
+                f"the weights shipped for '{model_name}' are missing ({shipped}); "
+                "reinstall peftbench, or pass --weights PATH or --no-pretrained"
+            )
+        return shipped, file_sha256(shipped)
+    cache_dir = _hf_cache_dir()
+    for filename in _hub_filenames(cfg):
+        cached = try_to_load_from_cache(cfg["hf_hub_id"], filename, cache_dir=cache_dir)
+        if isinstance(cached, str):  # otherwise None or a "known to be missing" marker
+            return Path(cached), f"timm:{model_name}"
+    raise _no_cached_weights(model_name, cfg, cache_dir)
+
+
+def _hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment names it now (`HF_HUB_CACHE`, `HF_HOME`)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return hf_constants.HF_HUB_CACHE
+
+
+def _hub_filenames(cfg: dict) -> tuple[str, ...]:
+    """The hub files timm would load, safetensors first; none without a hub repo."""
+    if not cfg.get("hf_hub_id"):
+        return ()
+    filename = cfg.get("hf_hub_filename") or "pytorch_model.bin"
+    # timm's safe alternatives: [open_clip_]pytorch_model.bin -> [open_clip_]model.safetensors
+    return tuple(dict.fromkeys((filename.replace("pytorch_model.bin", "model.safetensors"), filename)))
+
+
+def _no_cached_weights(model_name: str, cfg: dict, cache_dir: str) -> PeftbenchError:
+    """One line naming the file to fetch and the flag to pass."""
+    release = f"{cfg.get('architecture')}.{cfg.get('tag')}"
+    files = [ORIGINAL_RELEASE + ORIGINAL_NPZ[release]] if release in ORIGINAL_NPZ else [cfg["url"]] if cfg.get("url") else []
+    hub_id, hub_files = cfg.get("hf_hub_id"), _hub_filenames(cfg)
+    if hub_files:
+        files.insert(0, f"{hub_files[0]} of the hub repo {hub_id}")
+    if not files:
+        return PeftbenchError(f"timm knows no pretrained weights for '{model_name}': pass --weights PATH, or --no-pretrained for random init")
+    fill = f"; or fill that cache on a connected machine: hf download {hub_id} {hub_files[0]}" if hub_files else ""
+    return PeftbenchError(
+        f"no pretrained weights for '{model_name}' in the Hugging Face cache {cache_dir} (peftbench never downloads): "
+        f"fetch {' or '.join(files)} and pass --weights PATH, or pass --no-pretrained for random init{fill}"
+    )
 
 
 def _check_model_name(model_name: str) -> None:

@@ -110,8 +110,8 @@ def linear_probes(weights: Path | None, data_root: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=40_000, help="upstream scenes rendered once")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images", type=int, default=50_000, help="upstream scenes rendered once")
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
@@ -119,25 +119,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=Path("data"), help="where the demo suite is generated")
     parser.add_argument("--out", type=Path, default=backbone.DEMO_WEIGHTS)
+    parser.add_argument("--probe-only", action="store_true", help="re-run the linear probes of existing weights")
     args = parser.parse_args()
-    started = time.perf_counter()
-    upstream_accuracy = pretrain(args)
-    minutes = (time.perf_counter() - started) / 60
+    summary_path = args.out.with_suffix(".json")
+    command = "python " + " ".join(sys.argv)
+    if args.probe_only:
+        summary = json.loads(summary_path.read_text())
+        summary["probe_command"] = command
+    else:
+        started = time.perf_counter()
+        upstream_accuracy = pretrain(args)
+        summary = {
+            "command": command,
+            "pretraining_minutes": round((time.perf_counter() - started) / 60, 1),
+            "threads": torch.get_num_threads(),
+            "upstream_final_epoch_train_accuracy": upstream_accuracy,
+        }
     pretrained = linear_probes(args.out, args.data_root)
     random_init = linear_probes(None, args.data_root)
-    summary = {
-        "command": "python " + " ".join(sys.argv),
+    summary |= {
         "sha256": backbone.file_sha256(args.out),
-        "pretraining_minutes": round(minutes, 1),
-        "threads": torch.get_num_threads(),
-        "upstream_final_epoch_train_accuracy": upstream_accuracy,
         "linear_probe_top1": {"shipped_weights": pretrained, "random_init": random_init},
         "linear_probe_mean": {
             "shipped_weights": round(sum(pretrained.values()) / len(pretrained), 1),
             "random_init": round(sum(random_init.values()) / len(random_init), 1),
         },
     }
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import peftbench.data.demo as demo
-from peftbench.data.demo import DEMO_TASKS, render_split, write_demo_task
+from peftbench.data.demo import DEMO_TASKS, VERSION_FILE, is_current, render_split, write_demo_task
 from peftbench.data.scenes import UPSTREAM_ATTRIBUTES, render_upstream
 
 SIZES = {"train800": 12, "val200": 7, "test": 10}
@@ -48,7 +48,8 @@ def test_write_is_deterministic_and_seeded(tmp_path, name):
 @pytest.mark.parametrize("name", list(DEMO_TASKS))
 def test_layout_and_list_files(tmp_path, name):
     write_demo_task(tmp_path, name, SIZES)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*LISTS, "images"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*LISTS, "images", VERSION_FILE])
+    assert is_current(tmp_path)
     lists = {f: _read_list(tmp_path / f) for f in LISTS}
     assert lists["train800val200.txt"] == lists["train800.txt"] + lists["val200.txt"]
     for split, size in SIZES.items():

@@ -53,11 +53,11 @@ def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size
 def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None:
     """Generate missing demo tasks; check that a real suite's data root exists."""
     if suite.generator == "demo":
-        from .demo import write_demo_task
+        from .demo import is_current, write_demo_task
 
         for task in tasks:
             folder = suite.data_dir(data_root) / task.name
-            if not (folder / "test.txt").is_file():  # list files are written last
+            if not is_current(folder):
                 write_demo_task(folder, task.name, task.splits)
         return
     if not data_root.is_dir():

@@ -5,6 +5,7 @@ Each line is `<image path relative to the task folder> <integer label>`, whitesp
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import PeftbenchError
@@ -21,6 +22,15 @@ def list_file(task_dir: Path, split: str) -> Path:
     return path
 
 
+def escapes(relative: str) -> bool:
+    """Whether an image path leaves the folder it is relative to (absolute, or `..` past its start).
+
+    Judged on the text alone: no file is touched, and symlinked image folders stay allowed.
+    """
+    normal = os.path.normpath(relative)
+    return os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep)
+
+
 def read_list(path: Path, num_classes: int) -> tuple[list[Path], list[int]]:
     """Image paths (absolute) and labels of one list file, each line checked."""
     images: list[Path] = []
@@ -34,6 +44,8 @@ def read_list(path: Path, num_classes: int) -> tuple[list[Path], list[int]]:
         label = int(parts[1])
         if not 0 <= label < num_classes:
             raise PeftbenchError(f"{path}:{number}: label {label} outside 0..{num_classes - 1} for this task")
+        if escapes(parts[0].strip()):
+            raise PeftbenchError(f"{path}:{number}: image path {parts[0].strip()!r} leaves the task folder {path.parent}; expected a path relative to it")
         images.append(path.parent / parts[0].strip())
         labels.append(label)
     if not images:

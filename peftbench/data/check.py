@@ -1,0 +1,171 @@
+"""`peftbench data check`: each task folder of a suite against what the suite expects, without training.
+
+Without `deep`, only the list files / JSON splits are read (no image is opened or even stat-ed); with
+`deep`, every image they name is opened and fully decoded.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from rich.table import Table
+
+from ..errors import PeftbenchError
+from ..suites import Suite, Task
+from . import fgvc, vtab
+from .loading import task_dir
+
+MAX_NAMED_IMAGES = 5  # bad images named per task; the rest are counted
+STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
+SPLIT_RANK = {split: rank for rank, split in enumerate((*vtab.SPLITS, *fgvc.SPLITS))}  # test last
+
+
+@dataclass
+class TaskReport:
+    """What `data check` found for one task; `errors` and `warnings` are one-line messages naming a path."""
+
+    task: Task
+    folder: Path | None = None  # None: no folder under the task's name or aliases
+    sizes: dict[str, int] = field(default_factory=dict)  # entries per split file that could be read
+    classes: int = 0  # distinct labels (VTAB-1k) or class ids (FGVC) over the files read
+    label_range: tuple[int, int] | None = None  # smallest and largest label / class id read
+    images_checked: int | None = None  # distinct images decoded; None without deep
+    bad_images: int = 0  # missing or undecodable images (only the first MAX_NAMED_IMAGES are in errors)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """'error' when anything is unusable, 'warn' when only unexpected, else 'ok'."""
+        return "error" if self.errors else "warn" if self.warnings else "ok"
+
+
+def expected_size(task: Task, split: str) -> int | None:
+    """The size the suite gives for `split` (FGVC trainval: train + val); None when it gives none."""
+    if split == "trainval" and split not in task.splits and {"train", "val"} <= task.splits.keys():
+        return task.splits["train"] + task.splits["val"]
+    return task.splits.get(split)
+
+
+def check_suite(suite: Suite, data_root: Path, deep: bool) -> list[TaskReport]:
+    """One report per task of `suite` under `data_root`, in suite order."""
+    if suite.layout not in READERS:
+        raise PeftbenchError(f"suite '{suite.name}' uses the '{suite.layout}' layout, which data check cannot read")
+    return [check_task(suite, task, data_root, deep) for task in suite.tasks]
+
+
+def check_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
+    """Find the task's folder, read its split files, compare sizes, and with `deep` decode every image."""
+    report = TaskReport(task)
+    try:
+        report.folder = task_dir(suite, task, data_root)
+    except PeftbenchError as exc:
+        report.errors.append(str(exc))
+        return report
+    files = READERS[suite.layout](task, report.folder, report)
+    for file, images in files.items():
+        report.sizes[file.stem] = len(images)
+        expected = expected_size(task, file.stem)
+        if expected is not None and expected != len(images):
+            report.warnings.append(f"{file}: {len(images)} entries, expected {expected} for {task.name}")
+    if deep:
+        _decode_all([image for images in files.values() for image in images], report)
+    return report
+
+
+def _read_vtab(task: Task, folder: Path, report: TaskReport) -> dict[Path, list[Path]]:
+    """Images per list file that reads cleanly; each unreadable or missing file is an error."""
+    files: dict[Path, list[Path]] = {}
+    labels: list[int] = []
+    for split in vtab.SPLITS:
+        try:
+            path = vtab.list_file(folder, split)
+            files[path], split_labels = vtab.read_list(path, task.num_classes)
+        except PeftbenchError as exc:
+            report.errors.append(str(exc))
+            continue
+        labels.extend(split_labels)
+    _record_classes(report, labels)
+    return files
+
+
+def _read_fgvc(task: Task, folder: Path, report: TaskReport) -> dict[Path, list[Path]]:
+    """Images per JSON split that reads cleanly; also checks the union of class ids against the task."""
+    parsed: dict[Path, dict[str, int]] = {}
+    for path in fgvc.json_files(folder):
+        try:
+            parsed[path] = fgvc.read_json(path)
+        except PeftbenchError as exc:
+            report.errors.append(str(exc))
+    ids = fgvc.union_ids(list(parsed.values()))
+    _record_classes(report, ids)
+    try:
+        fgvc.label_index(folder, ids, task.num_classes)
+    except PeftbenchError as exc:
+        report.errors.append(str(exc))
+    if not report.errors and len(ids) < task.num_classes:
+        report.warnings.append(
+            f"{folder}: the split files hold {len(ids)} distinct class ids, fewer than the task's {task.num_classes} "
+            "classes; labels are remapped through the ids present, so they may not match the usual class order"
+        )
+    return {path: [folder / task.image_dir / key for key in entries] for path, entries in parsed.items()}
+
+
+READERS = {"vtab1k": _read_vtab, "fgvc": _read_fgvc}
+
+
+def _record_classes(report: TaskReport, labels: list[int]) -> None:
+    report.classes = len(set(labels))
+    report.label_range = (min(labels), max(labels)) if labels else None
+
+
+def image_problem(path: Path) -> str | None:
+    """Why `path` cannot be used as an image (missing, unreadable, corrupt), or None once fully decoded."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except FileNotFoundError:
+        return f"missing image {path}"
+    except Exception as exc:  # PIL raises many types for corrupt data; each one means "cannot decode"
+        return f"cannot decode image {path}: {exc}"
+    return None
+
+
+def _decode_all(images: list[Path], report: TaskReport) -> None:
+    """Decode each distinct image once (splits share images); name the first few bad ones, count all."""
+    unique = list(dict.fromkeys(images))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        problems = [p for p in pool.map(image_problem, unique, chunksize=64) if p is not None]
+    report.images_checked = len(unique)
+    report.bad_images = len(problems)
+    report.errors.extend(problems[:MAX_NAMED_IMAGES])
+    if len(problems) > MAX_NAMED_IMAGES:
+        report.errors.append(f"{report.folder}: {len(problems) - MAX_NAMED_IMAGES} more missing or undecodable images")
+
+
+def render_table(reports: list[TaskReport]) -> Table:
+    """One row per task: folder, entries/expected per split, classes seen, images decoded, status."""
+    splits = sorted({s for r in reports for s in (*r.sizes, *r.task.splits)}, key=lambda s: SPLIT_RANK.get(s, len(SPLIT_RANK)))
+    deep = any(r.images_checked is not None for r in reports)
+    table = Table("task", "folder", *splits, "classes", *(["bad images"] if deep else []), "status")
+    for r in reports:
+        cells = [_size_cell(r, split) for split in splits]
+        classes = f"{r.classes}/{r.task.num_classes}" + (f" ({r.label_range[0]}..{r.label_range[1]})" if r.label_range else "")
+        bad = [f"{r.bad_images}/{r.images_checked}" if r.images_checked is not None else "-"] if deep else []
+        status = f"[{STATUS_STYLE[r.status]}]{r.status}[/]"
+        table.add_row(r.task.name, r.folder.name if r.folder else "[red]missing[/]", *cells, classes, *bad, status)
+    return table
+
+
+def _size_cell(report: TaskReport, split: str) -> str:
+    """'found/expected' (yellow when they differ), '-/expected' for a file not read, '-' for one not expected."""
+    found = report.sizes.get(split)
+    expected = expected_size(report.task, split)
+    if found is None:
+        return f"-/{expected}" if split in report.task.splits else "-"
+    if expected is None:
+        return str(found)
+    return f"{found}/{expected}" if found == expected else f"[yellow]{found}/{expected}[/]"
