@@ -103,7 +103,9 @@ def _check_shape(found: _Shape, model: VisionTransformer, path: Path) -> None:
     expected = _model_shape(model)
     if found != expected:
         name = model.pretrained_cfg.get("architecture", type(model).__name__)
-        raise PeftbenchError(f"weights {path} do not fit the model {name} ({expected}): the file holds a ViT of {found}")
+        raise PeftbenchError(
+            f"weights {path} do not fit the model {name} ({expected}): the file holds a ViT of {found}"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -112,7 +114,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
@@ -151,7 +153,8 @@ def _load_state_dict(model: VisionTransformer, path: Path) -> None:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch: another architecture
         raise PeftbenchError(f"weights {path} do not fit the model: {str(exc).splitlines()[-1].strip()}") from None
-    missing = [k for k in missing if k not in head_parameter_names(model)]
+    head = head_parameter_names(model)
+    missing = [k for k in missing if k not in head]
     if missing or unexpected:
         raise PeftbenchError(
             f"weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -207,7 +210,8 @@ def load_weights(model: VisionTransformer, path: Path) -> None:
     elif suffix in (".safetensors", *TORCH_SUFFIXES):
         _load_state_dict(model, path)
     else:
-        raise PeftbenchError(f"weights {path}: unknown format '{path.suffix or path.name}'; accepted: {ACCEPTED_FORMATS}")
+        kind = path.suffix or path.name
+        raise PeftbenchError(f"weights {path}: unknown format '{kind}'; accepted: {ACCEPTED_FORMATS}")
 
 
 def reset_head(model: VisionTransformer, num_classes: int) -> None:
@@ -226,7 +230,7 @@ def create_backbone(model_name: str, num_classes: int, weights: str | Path | Non
     "timm:<model>" for cached hub weights, or "random init").
     """
     _architecture(model_name)
-    path, identity = _resolve_weights(model_name, weights)  # before building: a missing file fails fast
+    path, identity = resolve_weights(model_name, weights)  # before building: a missing file fails fast
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
     if path is not None:
         load_weights(model, path)
@@ -234,8 +238,9 @@ def create_backbone(model_name: str, num_classes: int, weights: str | Path | Non
     return model, identity
 
 
-def _resolve_weights(model_name: str, weights: str | Path | None) -> tuple[Path | None, str]:
-    """The file to load (None for random init) and the weights' identity."""
+def resolve_weights(model_name: str, weights: str | Path | None) -> tuple[Path | None, str]:
+    """The file to load (None for random init) and the weights' identity (sha256, "timm:<model>"
+    or "random init"), found without building the model or touching the network."""
     if weights is None:
         return None, RANDOM_INIT
     if weights == "default":
@@ -283,19 +288,28 @@ def _hub_filenames(cfg: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys((filename.replace("pytorch_model.bin", "model.safetensors"), filename)))
 
 
+def _original_file(cfg: dict) -> str | None:
+    """Where the original (non-hub) file of the model's weights lies, if timm or we know it."""
+    release = f"{cfg.get('architecture')}.{cfg.get('tag')}"
+    if release in ORIGINAL_NPZ:
+        return ORIGINAL_RELEASE + ORIGINAL_NPZ[release]
+    return cfg.get("url") or None
+
+
 def _no_cached_weights(model_name: str, cfg: dict, cache_dir: str) -> PeftbenchError:
     """One line naming the file to fetch and the flag to pass."""
-    release = f"{cfg.get('architecture')}.{cfg.get('tag')}"
-    files = [ORIGINAL_RELEASE + ORIGINAL_NPZ[release]] if release in ORIGINAL_NPZ else [cfg["url"]] if cfg.get("url") else []
     hub_id, hub_files = cfg.get("hf_hub_id"), _hub_filenames(cfg)
-    if hub_files:
-        files.insert(0, f"{hub_files[0]} of the hub repo {hub_id}")
-    if not files:
-        return PeftbenchError(f"timm knows no pretrained weights for '{model_name}': pass --weights PATH, or --no-pretrained for random init")
+    sources = [f"{hub_files[0]} of the hub repo {hub_id}"] if hub_files else []
+    sources += [original] if (original := _original_file(cfg)) else []
+    if not sources:
+        return PeftbenchError(
+            f"timm knows no pretrained weights for '{model_name}': "
+            "pass --weights PATH, or --no-pretrained for random init"
+        )
     fill = f"; or fill that cache on a connected machine: hf download {hub_id} {hub_files[0]}" if hub_files else ""
     return PeftbenchError(
         f"no pretrained weights for '{model_name}' in the Hugging Face cache {cache_dir} (peftbench never downloads): "
-        f"fetch {' or '.join(files)} and pass --weights PATH, or pass --no-pretrained for random init{fill}"
+        f"fetch {' or '.join(sources)} and pass --weights PATH, or pass --no-pretrained for random init{fill}"
     )
 
 

@@ -69,9 +69,10 @@ def test_trainval_is_train_then_val_without_trainval_json(fgvc_root: Path):
 def test_trainval_json_is_used_when_present(fgvc_root: Path):
     task_dir = fgvc_root / "StanfordDogs"
     assert fgvc.split_files(task_dir, "trainval") == [task_dir / "trainval.json"]
-    (task_dir / "trainval.json").write_text(json.dumps({"n0000017-Breed_17/train_0001.jpg": 17}))
+    (task_dir / "trainval.json").write_text(json.dumps({"n00000017-Breed_17/train_0001.jpg": 17}))
     images, labels = fgvc.read_split(task_dir, "Images", "trainval", 120)
-    assert images == [task_dir / "Images/n0000017-Breed_17/train_0001.jpg"] and labels == [2]
+    assert images == [task_dir / "Images/n00000017-Breed_17/train_0001.jpg"] and labels == [2]
+    assert images[0].is_file()
 
 
 def test_unknown_split_lists_the_valid_ones(fgvc_root: Path):
@@ -176,8 +177,9 @@ def test_the_published_sizes_only_warn(vtab_tree: Path, fgvc_root: Path):
     cifar = by_task(check_suite(VTAB, vtab_tree, deep=False))["cifar"]
     assert f"{vtab_tree / 'cifar' / 'test.txt'}: 6 entries, expected 10000 for cifar" in cifar.warnings
     dogs = by_task(check_suite(FGVC, fgvc_root, deep=False))["StanfordDogs"]
-    assert f"{fgvc_root / 'StanfordDogs' / 'trainval.json'}: 10 entries, expected 12000 for StanfordDogs" in dogs.warnings
-    assert dogs.warnings[0].startswith(f"{fgvc_root / 'StanfordDogs'}: the split files hold 4 distinct class ids, fewer than the task's 120")
+    dogs_dir = fgvc_root / "StanfordDogs"
+    assert f"{dogs_dir / 'trainval.json'}: 10 entries, expected 12000 for StanfordDogs" in dogs.warnings
+    assert dogs.warnings[0].startswith(f"{dogs_dir}: the split files hold 4 distinct class ids, fewer than the task's 120")
 
 
 def test_missing_task_folder_names_the_expected_path_and_aliases(vtab_tree: Path):
@@ -186,7 +188,9 @@ def test_missing_task_folder_names_the_expected_path_and_aliases(vtab_tree: Path
     reports = by_task(check_suite(FIT_VTAB, vtab_tree, deep=True))
     pets = reports.pop("oxford_iiit_pet")
     assert pets.status == "error" and pets.folder is None and pets.sizes == {}
-    assert pets.errors == [f"missing task folder {vtab_tree / 'oxford_iiit_pet'} (or oxford_pet, pets); expected the vtab1k layout under {vtab_tree}"]
+    assert pets.errors == [
+        f"missing task folder {vtab_tree / 'oxford_iiit_pet'} (or oxford_pet, pets); expected the vtab1k layout under {vtab_tree}"
+    ]
     assert reports["cifar"].folder == vtab_tree / "cifar100"
     assert {r.status for r in reports.values()} == {"ok"}
 
@@ -235,10 +239,10 @@ def test_a_size_mismatch_is_only_a_warning(vtab_tree: Path):
 def test_deep_names_missing_and_corrupt_images(vtab_tree: Path, fgvc_root: Path):
     missing = vtab_tree / "dmlab" / "images" / "test" / "000004.png"
     corrupt = vtab_tree / "dmlab" / "images" / "val200" / "000001.png"
-    truncated = fgvc_root / "StanfordDogs" / "Images" / "n0000017-Breed_17" / "test_0002.png"
+    truncated = fgvc_root / "StanfordDogs" / "Images" / "n00000017-Breed_17" / "test_0002.png"
     missing.unlink()
     corrupt.write_bytes(b"not a png")
-    truncated.write_bytes(truncated.read_bytes()[:-20])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     assert by_task(check_suite(FIT_VTAB, vtab_tree, deep=False))["dmlab"].status == "ok"
     dmlab = by_task(check_suite(FIT_VTAB, vtab_tree, deep=True))["dmlab"]
     assert dmlab.bad_images == 2 and dmlab.images_checked == 15
@@ -253,7 +257,7 @@ def test_deep_names_the_first_bad_images_and_counts_the_rest(vtab_tree: Path):
     kitti = by_task(check_suite(FIT_VTAB, vtab_tree, deep=True))["kitti"]
     assert kitti.bad_images == 6 and len(kitti.errors) == MAX_NAMED_IMAGES + 1
     assert kitti.errors[0] == f"missing image {vtab_tree / 'kitti' / 'images' / 'test' / '000000.png'}"
-    assert kitti.errors[-1] == f"{vtab_tree / 'kitti'}: 1 more missing or undecodable images"
+    assert kitti.errors[-1] == f"{vtab_tree / 'kitti'}: 1 more missing or undecodable image(s) beyond those named"
 
 
 def test_table_has_a_row_per_task_with_sizes_classes_and_status(vtab_tree: Path, fgvc_root: Path):
@@ -268,3 +272,16 @@ def test_table_has_a_row_per_task_with_sizes_classes_and_status(vtab_tree: Path,
     text = console.export_text()
     assert re.search(r"train\s+┃ val\s+┃ trainval\s+┃ test\s+┃ classes\s+┃ bad images\s+┃ status", text)
     assert re.search(r"NABirds\s+│ NABirds\s+│ 6/6\s+│ 4/4\s+│ -\s+│ 5/5\s+│ 4/4 \(1\.\.40\)\s+│ 0/15\s+│ ok", text)
+
+
+def test_escaping_paths_are_errors_in_data_check(vtab_tree: Path, fgvc_root: Path):
+    path = vtab_tree / "kitti" / "val200.txt"
+    path.write_text(path.read_text() + "../dtd/images/test/000000.jpg 1\n")
+    kitti = by_task(check_suite(FIT_VTAB, vtab_tree, deep=True))["kitti"]
+    assert kitti.errors == [
+        f"{path}:5: image path '../dtd/images/test/000000.jpg' leaves the task folder {path.parent}; expected a path relative to it"
+    ]
+    path = fgvc_root / "OxfordFlowers" / "test.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "/etc/hosts": 1}))
+    flowers = by_task(check_suite(FIT_FGVC, fgvc_root, deep=True))["OxfordFlowers"]
+    assert flowers.errors == [f"{path}: key '/etc/hosts': image path leaves the image folder; expected a path relative to it"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import PeftbenchError
@@ -122,7 +123,7 @@ def _record_classes(report: TaskReport, labels: list[int]) -> None:
     report.label_range = (min(labels), max(labels)) if labels else None
 
 
-def image_problem(path: Path) -> str | None:
+def _image_problem(path: Path) -> str | None:
     """Why `path` cannot be used as an image (missing, unreadable, corrupt), or None once fully decoded."""
     try:
         with Image.open(path) as image:
@@ -138,12 +139,13 @@ def _decode_all(images: list[Path], report: TaskReport) -> None:
     """Decode each distinct image once (splits share images); name the first few bad ones, count all."""
     unique = list(dict.fromkeys(images))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        problems = [p for p in pool.map(image_problem, unique, chunksize=64) if p is not None]
+        problems = [p for p in pool.map(_image_problem, unique, chunksize=64) if p is not None]
     report.images_checked = len(unique)
     report.bad_images = len(problems)
     report.errors.extend(problems[:MAX_NAMED_IMAGES])
     if len(problems) > MAX_NAMED_IMAGES:
-        report.errors.append(f"{report.folder}: {len(problems) - MAX_NAMED_IMAGES} more missing or undecodable images")
+        more = len(problems) - MAX_NAMED_IMAGES
+        report.errors.append(f"{report.folder}: {more} more missing or undecodable image(s) beyond those named")
 
 
 def render_table(reports: list[TaskReport]) -> Table:
@@ -153,10 +155,11 @@ def render_table(reports: list[TaskReport]) -> Table:
     table = Table("task", "folder", *splits, "classes", *(["bad images"] if deep else []), "status")
     for r in reports:
         cells = [_size_cell(r, split) for split in splits]
-        classes = f"{r.classes}/{r.task.num_classes}" + (f" ({r.label_range[0]}..{r.label_range[1]})" if r.label_range else "")
+        classes = f"{r.classes}/{r.task.num_classes}" + (" ({}..{})".format(*r.label_range) if r.label_range else "")
         bad = [f"{r.bad_images}/{r.images_checked}" if r.images_checked is not None else "-"] if deep else []
         status = f"[{STATUS_STYLE[r.status]}]{r.status}[/]"
-        table.add_row(r.task.name, r.folder.name if r.folder else "[red]missing[/]", *cells, classes, *bad, status)
+        folder = escape(r.folder.name) if r.folder else "[red]missing[/]"
+        table.add_row(r.task.name, folder, *cells, classes, *bad, status)
     return table
 
 

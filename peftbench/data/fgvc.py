@@ -30,7 +30,7 @@ def split_files(task_dir: Path, split: str) -> list[Path]:
 
 
 def json_files(task_dir: Path) -> list[Path]:
-    """Every split file of a task, in SPLITS order: train, val, test and trainval.json when present."""
+    """Every split file of a task, in SPLITS order: train, val, trainval (only when present), test."""
     return [task_dir / f"{s}.json" for s in SPLITS if s in REQUIRED or (task_dir / f"{s}.json").is_file()]
 
 

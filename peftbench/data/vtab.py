@@ -45,7 +45,9 @@ def read_list(path: Path, num_classes: int) -> tuple[list[Path], list[int]]:
         if not 0 <= label < num_classes:
             raise PeftbenchError(f"{path}:{number}: label {label} outside 0..{num_classes - 1} for this task")
         if escapes(parts[0].strip()):
-            raise PeftbenchError(f"{path}:{number}: image path {parts[0].strip()!r} leaves the task folder {path.parent}; expected a path relative to it")
+            raise PeftbenchError(
+                f"{path}:{number}: image path {parts[0].strip()!r} leaves the task folder {path.parent}; expected a path relative to it"
+            )
         images.append(path.parent / parts[0].strip())
         labels.append(label)
     if not images:
