@@ -169,6 +169,40 @@ def params(
     typer.echo(render_counts(counts, chosen, model_name, format.value), nl=False)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Inspect the data a suite needs.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    suite: str = typer.Option(..., "--suite", "-s", help="Suite to check: vtab (vtab1k), fgvc, demo."),
+    data_root: Path = typer.Option(_data_root_default, help="Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."),
+    deep: bool = typer.Option(False, "--deep", help="Also open and decode every image (slow on the real suites)."),
+) -> None:
+    """One row per task: found or missing, split sizes against the expected ones, labels; exit 1 on errors."""
+    from .data import prepare_suite_data
+    from .data.check import check_suite, render_table
+    from .suites import get_suite
+
+    try:
+        chosen = get_suite(suite)
+        prepare_suite_data(chosen, list(chosen.tasks), data_root)
+        reports = check_suite(chosen, data_root, deep)
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    console.print(render_table(reports))
+    for report in reports:
+        for warning in report.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        for error in report.errors:
+            typer.echo(f"error: {error}", err=True)
+    failed = [r.task.name for r in reports if r.status == "error"]
+    if failed:
+        typer.echo(f"error: {len(failed)} task(s) cannot be run: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    console.print(f"{len(reports)} task(s) ready under {chosen.data_dir(data_root)}")
+
+
 @app.command("list")
 def list_(
     what: Listing = typer.Argument(..., help="methods, tasks or suites"),

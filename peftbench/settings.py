@@ -95,6 +95,9 @@ def resolve(method_cls: type, suite_defaults: dict, overrides: dict[str, Any]) -
     """
     layered = {**suite_defaults, **method_cls.train_defaults, **overrides}
     train = {k: coerce(k, v, _field_type(TRAIN_FIELDS[k])) for k, v in layered.items() if k in TRAIN_FIELDS}
+    epochs = train.get("epochs", TrainConfig.epochs)
+    if "warmup_epochs" not in overrides and train.get("warmup_epochs", TrainConfig.warmup_epochs) > epochs:
+        train["warmup_epochs"] = epochs // 10  # a shortened run (e.g. --epochs 1) keeps a 10 % warm-up
     method_fields = method_cls.option_fields()
     options = {k: coerce(k, v, _field_type(method_fields[k])) for k, v in overrides.items() if k in method_fields}
     return TrainConfig(**train), options

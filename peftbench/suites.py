@@ -35,6 +35,8 @@ class Suite:
     name: str
     layout: str
     model: str  # the backbone runs use unless --model says otherwise
+    train_split: str  # what the default protocol trains on ...
+    eval_split: str  # ... and evaluates once, after the last epoch
     tasks: tuple[Task, ...]
     groups: tuple[str, ...]
     aliases: tuple[str, ...] = ()
@@ -81,6 +83,8 @@ def _parse_suite(path: Path) -> Suite:
         name=raw["name"],
         layout=raw["layout"],
         model=raw["model"],
+        train_split=raw["train_split"],
+        eval_split=raw["eval_split"],
         tasks=tasks,
         groups=tuple(raw.get("groups") or dict.fromkeys(t.group for t in tasks)),
         aliases=tuple(raw.get("aliases", ())),

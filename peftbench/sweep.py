@@ -61,31 +61,19 @@ class SweepListener(engine.SilentListener):
         pass
 
 
-def weights_identity(model_name: str, weights: str | Path | None) -> str:
-    """What the run's key records about the weights, known before any model is built."""
-    if weights is None:
-        return backbone.RANDOM_INIT
-    if weights == "default":
-        shipped = backbone.default_weights_file(model_name)
-        return backbone.file_sha256(shipped) if shipped else f"timm:{model_name}"
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise PeftbenchError(f"weights file not found: {path}")
-    return backbone.file_sha256(path)
-
-
 def plan(request: RunRequest) -> list[RunSpec]:
     """Every run of the request, in task, method, seed order."""
     method_classes = [get_method(name) for name in request.methods]
     check_keys(request.overrides, method_classes)
-    identity = weights_identity(request.model, request.weights)
+    _, identity = backbone.resolve_weights(request.model, request.weights)  # fails once, up front
     specs = []
     for task in request.tasks:
         for cls in method_classes:
             train_cfg, options = resolve(cls, request.suite.defaults, request.overrides)
             settings = {**dataclasses.asdict(train_cfg), **options}
             for seed in request.seeds:
-                specs.append(RunSpec(request.suite.name, task.name, cls.name, request.model, identity, seed, settings))
+                specs.append(RunSpec(request.suite.name, task.name, cls.name, request.model, identity, seed, settings,
+                                     train_split=request.suite.train_split, eval_split=request.suite.eval_split))
     return specs
 
 

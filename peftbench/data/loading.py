@@ -9,7 +9,7 @@ import torch
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task
-from . import vtab
+from . import fgvc, vtab
 from .images import decode_images
 
 
@@ -37,15 +37,22 @@ def task_dir(suite: Suite, task: Task, data_root: Path) -> Path:
     raise PeftbenchError(f"missing task folder {base / task.name}{aliases}; expected the {suite.layout} layout under {base}")
 
 
+def read_split(suite: Suite, task: Task, split: str, data_root: Path) -> tuple[list[Path], list[int], list[Path]]:
+    """Image paths, labels (0..C-1) and the list/JSON files they come from, for either layout."""
+    folder = task_dir(suite, task, data_root)
+    if suite.layout == "fgvc":
+        images, labels = fgvc.read_split(folder, task.image_dir, split, task.num_classes)
+        return images, labels, fgvc.json_files(folder)  # labels depend on every split file
+    path = vtab.list_file(folder, split)
+    images, labels = vtab.read_list(path, task.num_classes)
+    return images, labels, [path]
+
+
 def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size: int) -> SplitData:
     """Decode `split` of `task` at `image_size` px (once per process for unchanged files)."""
-    if suite.layout != "vtab1k":
-        raise PeftbenchError(f"suite '{suite.name}' uses the '{suite.layout}' layout, which this version cannot read yet")
-    path = vtab.list_file(task_dir(suite, task, data_root), split)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
+    images, labels, sources = read_split(suite, task, split, data_root)
+    key = (tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in sources), split, image_size)
     if key not in _decoded:
-        images, labels = vtab.read_list(path, task.num_classes)
         _decoded[key] = SplitData(decode_images(images, image_size), torch.tensor(labels, dtype=torch.int64))
     return _decoded[key]
 
@@ -61,7 +68,8 @@ def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None
                 write_demo_task(folder, task.name, task.splits)
         return
     if not data_root.is_dir():
+        hint = fgvc.LAYOUT_HINT if suite.layout == "fgvc" else vtab.LAYOUT_HINT
         raise PeftbenchError(
             f"data root {data_root} does not exist; pass --data-root or set PEFTBENCH_DATA "
-            f"(expected the {suite.layout} layout: {vtab.LAYOUT_HINT})"
+            f"(expected the {suite.layout} layout: {hint})"
         )
