@@ -335,6 +335,11 @@ def model_input_size(model_name: str) -> int:
     return int(_architecture(model_name).patch_embed.img_size[0])
 
 
+def model_input_size_of(model: VisionTransformer) -> int:
+    """The square input resolution of a built model."""
+    return int(model.patch_embed.img_size[0])
+
+
 def default_weights_file(model_name: str) -> Path | None:
     """The weights file shipped with peftbench for `model_name`, if any."""
     shipped = _architecture(model_name).pretrained_cfg.get("file")

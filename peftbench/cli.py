@@ -69,6 +69,7 @@ def run(
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default: the suite's)."),
     device: Device = typer.Option(Device.auto, help="Where to train."),
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable), e.g. lr=1e-3."),
     force: bool = typer.Option(False, help="Rerun runs that already have a finished record."),
 ) -> None:
@@ -97,6 +98,7 @@ def run(
             data_root=data_root,
             device=device.value,
             force=force,
+            cache_dir=cache_dir,
         )
         store = Store(out)
         with RichSweepProgress(len(plan(request))) as progress:

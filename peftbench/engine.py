@@ -18,8 +18,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .backbone import head_parameter_names, normalisation
-from .data import SplitData
+from .backbone import head_parameter_names, model_input_size_of, normalisation
+from .data.batches import BatchMaker, Split
+from .data.recipes import RECIPES, Recipe
 from .errors import PeftbenchError
 from .settings import TrainConfig
 
@@ -109,16 +110,20 @@ def only_head_trains(model: nn.Module, head_names: set[str]) -> bool:
     return all(name in head_names for name, p in model.named_parameters() if p.requires_grad)
 
 
+Batches = Callable[[torch.Tensor], torch.Tensor]  # indices -> model inputs on the device
+
+
 def fit(
     forward: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
+    batches: Batches,
     labels: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
     listener: Listener,
 ) -> float:
     """Train for `cfg.epochs` epochs over shuffled mini-batches; returns the last logged loss."""
+    labels = labels.to(device)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
@@ -133,7 +138,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = forward(inputs[index])
+                logits = forward(batches(index))
             loss = nn.functional.cross_entropy(logits.float(), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,13 +157,15 @@ def fit(
 
 
 @torch.no_grad()
-def predict(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Outputs of `forward` over `inputs` in large batches, gathered on the CPU."""
+def predict(forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, count: int, batch_size: int,
+            device: torch.device) -> torch.Tensor:
+    """Outputs of `forward` over `count` inputs in large batches, gathered on the CPU."""
     outputs = []
-    for start in range(0, len(inputs), batch_size):
+    for start in range(0, count, batch_size):
+        index = torch.arange(start, min(start + batch_size, count))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs.append(forward(inputs[start : start + batch_size].to(device, non_blocking=True)).float())
-    return torch.cat(outputs).cpu()
+            outputs.append(forward(batches(index)).float().cpu())
+    return torch.cat(outputs)
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:
@@ -170,44 +177,47 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 def train_and_evaluate(
     model: VisionTransformer,
     no_decay: set[str],
-    train: SplitData,
-    test: SplitData,
+    train: Split,
+    test: Split,
     cfg: TrainConfig,
     device: torch.device,
     seed: int,
     listener: Listener | None = None,
     merge: Callable[[nn.Module], nn.Module] | None = None,
+    recipe: Recipe = RECIPES["vtab-resize"],
 ) -> TrainResult:
     """Train `model` (its trainable parameters as the method left them) on `train` and evaluate
     `test` once, after the last epoch — through `merge(model)`, a plain ViT, when the method folds
-    into the backbone."""
+    into the backbone. Inputs are prepared on the device as `recipe` says."""
     listener = listener or SilentListener()
     seed_everything(seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
-    normalise = Normalise(*normalisation(model)).to(device)
+    normalise = Normalise(*(recipe.mean_std or normalisation(model))).to(device)
     optimizer = build_optimizer(model, no_decay, cfg, device)
-    cached = only_head_trains(model, head_parameter_names(model))
+    size = model_input_size_of(model)
+    train_batches = BatchMaker(train, recipe, size, device, train=True, resident=True)
+    test_batches = BatchMaker(test, recipe, size, device, train=False)
+    cached = only_head_trains(model, head_parameter_names(model)) and not recipe.augments
     started = time.perf_counter()
-    if cached:
+    if cached:  # the frozen backbone runs once per image; the head trains on its features
         model.eval()
 
         def features(images: torch.Tensor) -> torch.Tensor:
             return model.forward_head(model.forward_features(normalise(images)), pre_logits=True)
 
-        train_inputs = predict(features, train.images, cfg.eval_batch_size, device)
-        test_inputs = predict(features, test.images, cfg.eval_batch_size, device)
+        train_features = predict(features, train_batches, len(train), cfg.eval_batch_size, device).to(device)
+        test_features = predict(features, test_batches, len(test), cfg.eval_batch_size, device)
+        train_batches, test_batches = train_features.__getitem__, lambda index: test_features[index].to(device)
         forward = model.get_classifier()
     else:
         model.train()
-        train_inputs, test_inputs = train.images, test.images
 
         def forward(images: torch.Tensor) -> torch.Tensor:
             return model(normalise(images))
 
-    # the training split lives on the device for the whole run (uint8 images or features)
-    last_loss = fit(forward, optimizer, train_inputs.to(device), train.labels.to(device), cfg, device, listener)
+    last_loss = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener)
     train_seconds = time.perf_counter() - started
     merged = merge is not None and not cached
     if merged:
@@ -218,7 +228,7 @@ def train_and_evaluate(
 
     model.eval()
     started = time.perf_counter()
-    logits = predict(forward, test_inputs, cfg.eval_batch_size, device)
+    logits = predict(forward, test_batches, len(test), cfg.eval_batch_size, device)
     top1 = (logits.argmax(dim=1) == test.labels).float().mean().item() * 100
     eval_seconds = time.perf_counter() - started
     peak, measure = _peak_memory(device)

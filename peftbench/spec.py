@@ -21,6 +21,7 @@ class RunSpec:
     protocol: str = "default"
     train_split: str = "train800val200"
     eval_split: str = "test"
+    recipe: str = "vtab-resize"  # preprocessing (peftbench.data.recipes)
 
     @property
     def key(self) -> str:

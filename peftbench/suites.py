@@ -37,6 +37,7 @@ class Suite:
     model: str  # the backbone runs use unless --model says otherwise
     train_split: str  # what the default protocol trains on ...
     eval_split: str  # ... and evaluates once, after the last epoch
+    recipe: str  # default preprocessing (peftbench.data.recipes)
     tasks: tuple[Task, ...]
     groups: tuple[str, ...]
     aliases: tuple[str, ...] = ()
@@ -85,6 +86,7 @@ def _parse_suite(path: Path) -> Suite:
         model=raw["model"],
         train_split=raw["train_split"],
         eval_split=raw["eval_split"],
+        recipe=raw["recipe"],
         tasks=tasks,
         groups=tuple(raw.get("groups") or dict.fromkeys(t.group for t in tasks)),
         aliases=tuple(raw.get("aliases", ())),

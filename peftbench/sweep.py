@@ -16,7 +16,9 @@ import torch
 
 from . import backbone, engine, provenance
 from .build import adapt
-from .data import SplitData, load_split, prepare_suite_data
+from .data import load_split, prepare_suite_data
+from .data.batches import Split
+from .data.recipes import get_recipe
 from .errors import PeftbenchError
 from .registry import get_method
 from .settings import TRAIN_FIELDS, TrainConfig, check_keys, resolve
@@ -39,6 +41,7 @@ class RunRequest:
     data_root: Path
     device: str = "auto"
     force: bool = False
+    cache_dir: Path | None = None  # the decode-once cache; None: $PEFTBENCH_CACHE or the user cache folder
 
 
 @dataclasses.dataclass
@@ -65,15 +68,18 @@ def plan(request: RunRequest) -> list[RunSpec]:
     """Every run of the request, in task, method, seed order."""
     method_classes = [get_method(name) for name in request.methods]
     check_keys(request.overrides, method_classes)
+    settings = {}
+    for cls in method_classes:  # settings are checked before anything touches the disk
+        train_cfg, options = resolve(cls, request.suite.defaults, request.overrides)
+        settings[cls.name] = {**dataclasses.asdict(train_cfg), **options}
     _, identity = backbone.resolve_weights(request.model, request.weights)  # fails once, up front
+    suite = request.suite
     specs = []
     for task in request.tasks:
         for cls in method_classes:
-            train_cfg, options = resolve(cls, request.suite.defaults, request.overrides)
-            settings = {**dataclasses.asdict(train_cfg), **options}
             for seed in request.seeds:
-                specs.append(RunSpec(request.suite.name, task.name, cls.name, request.model, identity, seed, settings,
-                                     train_split=request.suite.train_split, eval_split=request.suite.eval_split))
+                specs.append(RunSpec(suite.name, task.name, cls.name, request.model, identity, seed, settings[cls.name],
+                                     train_split=suite.train_split, eval_split=suite.eval_split, recipe=suite.recipe))
     return specs
 
 
@@ -84,7 +90,7 @@ def execute(request: RunRequest, store: Store, listener: SweepListener) -> Sweep
     prepare_suite_data(request.suite, request.tasks, request.data_root)
     image_size = backbone.model_input_size(request.model)
     outcome = SweepOutcome()
-    splits: dict[str, SplitData | str] = {}
+    splits: dict[str, tuple | str] = {}
     for spec in specs:
         existing = store.get(spec)
         if existing and existing.get("status") == "ok" and not request.force:
@@ -105,11 +111,12 @@ def execute(request: RunRequest, store: Store, listener: SweepListener) -> Sweep
     return outcome
 
 
-def _load_task(request: RunRequest, spec: RunSpec, image_size: int) -> tuple[SplitData, SplitData] | str:
-    """The train and eval splits of a task, or the reason they cannot be loaded."""
-    task = request.suite.task(spec.task)
+def _load_task(request: RunRequest, spec: RunSpec, image_size: int) -> tuple | str:
+    """The train and eval splits of a task from the cache, or the reason they cannot be loaded."""
+    task, recipe = request.suite.task(spec.task), get_recipe(spec.recipe)
     try:
-        return tuple(load_split(request.suite, task, split, request.data_root, image_size) for split in (spec.train_split, spec.eval_split))
+        return tuple(load_split(request.suite, task, split, request.data_root, image_size, recipe, request.cache_dir)
+                     for split in (spec.train_split, spec.eval_split))
     except PeftbenchError as exc:
         return str(exc)
 
@@ -121,7 +128,9 @@ def _run_one(request: RunRequest, spec: RunSpec, splits, device: torch.device, l
         if isinstance(splits, str):
             raise PeftbenchError(splits)
         train, test = splits
-        record["data"] = {"train_split": spec.train_split, "train_size": len(train), "eval_split": spec.eval_split, "eval_size": len(test)}
+        record["data"] = {"train_split": spec.train_split, "train_size": len(train), "eval_split": spec.eval_split,
+                          "eval_size": len(test), "recipe": get_recipe(spec.recipe).describe(),
+                          "fingerprints": {spec.train_split: train.meta.get("source"), spec.eval_split: test.meta.get("source")}}
         result, params = _train(request, spec, train, test, device, listener)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return {**record, "status": "failed", "reason": str(exc), "wall_seconds": time.perf_counter() - started}
@@ -152,7 +161,7 @@ def _run_one(request: RunRequest, spec: RunSpec, splits, device: torch.device, l
     }
 
 
-def _train(request: RunRequest, spec: RunSpec, train: SplitData, test: SplitData, device: torch.device, listener):
+def _train(request: RunRequest, spec: RunSpec, train: Split, test: Split, device: torch.device, listener):
     task = request.suite.task(spec.task)
     method_cls = get_method(spec.method)
     options = {k: v for k, v in spec.settings.items() if k in method_cls.option_fields()}
@@ -163,7 +172,8 @@ def _train(request: RunRequest, spec: RunSpec, train: SplitData, test: SplitData
     adapt(model, method)
     params = count_parameters(model, backbone.head_parameter_names(model))
     merge = method.merge if method.mergeable else None
-    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, train_cfg, device, spec.seed, listener, merge)
+    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, train_cfg, device, spec.seed,
+                                       listener, merge, get_recipe(spec.recipe))
     return result, params
 
 

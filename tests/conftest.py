@@ -50,3 +50,11 @@ def vtab_root(tmp_path: Path) -> Path:
     root = tmp_path / "vtab-1k"
     write_vtab_task(root, "cifar")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The decode-once cache of the whole test session lives in a temporary folder."""
+    import os
+
+    os.environ["PEFTBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -43,4 +43,6 @@ def test_linear_probe_on_shipped_weights_learns_every_demo_task(demo_linear_run)
         majority = 100 * -(-task.splits["test"] // task.num_classes) / task.splits["test"]  # balanced splits
         assert record["metrics"]["test_top1"] >= majority + 10, (task.name, record["metrics"])
         assert record["spec"]["weights"] == backbone.file_sha256(backbone.DEMO_WEIGHTS)
-        assert record["data"] == {"train_split": "train800val200", "train_size": 1000, "eval_split": "test", "eval_size": 500}
+        data = record["data"]
+        assert (data["train_split"], data["train_size"], data["eval_split"], data["eval_size"]) == ("train800val200", 1000, "test", 500)
+        assert data["recipe"]["name"] == "vtab-resize" and data["fingerprints"]["test"]["images"] == 500

@@ -8,6 +8,7 @@ import torch
 
 from peftbench import backbone
 from peftbench.data import load_split
+from peftbench.data.recipes import RECIPES
 from peftbench.engine import NonFiniteLoss, build_optimizer, learning_rate, train_and_evaluate
 from peftbench.methods.full import FullFineTuning
 from peftbench.methods.linear import LinearProbing
@@ -17,6 +18,7 @@ from peftbench.suites import get_suite
 from conftest import write_vtab_task
 
 VTAB = get_suite("vtab")
+RESIZE = RECIPES["vtab-resize"]
 FAST = TrainConfig(epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-4, warmup_epochs=1, log_every=4)
 
 
@@ -25,7 +27,7 @@ def four_colours(tmp_path_factory) -> tuple:
     root = tmp_path_factory.mktemp("vtab")
     write_vtab_task(root, "dtd", {"train800": 64, "val200": 16, "test": 64}, num_classes=4)
     task = VTAB.task("dtd")
-    return load_split(VTAB, task, "train800val200", root, 32), load_split(VTAB, task, "test", root, 32)
+    return load_split(VTAB, task, "train800val200", root, 32, RESIZE), load_split(VTAB, task, "test", root, 32, RESIZE)
 
 
 def _model(method, seed=0, num_classes=4):

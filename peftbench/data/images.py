@@ -1,23 +1,24 @@
-"""Decoding images once into uint8 tensors at the model's input size."""
+"""Decoding a split's images once, as its preprocessing recipe says, for the cache."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import PeftbenchError
+from .recipes import Recipe
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """One image as an RGB uint8 array (size, size, 3), bicubic-resized when it differs."""
+def decode_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as an RGB uint8 array (H, W, 3), bicubic-resized to `size` (width, height) if given."""
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.BICUBIC)
+            if size is not None and image.size != size:
+                image = image.resize(size, Image.BICUBIC)
             return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise PeftbenchError(f"missing image {path}") from None
@@ -25,8 +26,39 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         raise PeftbenchError(f"cannot decode image {path}: {exc}") from None
 
 
-def decode_images(paths: list[Path], size: int, workers: int = 4) -> torch.Tensor:
-    """Images as one uint8 tensor (N, 3, size, size); PIL releases the GIL, so threads help."""
+def _parallel(function: Callable[[Path], np.ndarray], paths: list[Path], workers: int = 4):
+    """`function` over `paths` in threads (PIL releases the GIL): one array if shapes agree, else a list."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = list(pool.map(lambda p: decode_image(p, size), paths, chunksize=64))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        arrays = list(pool.map(function, paths, chunksize=64))
+    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise PeftbenchError(f"missing image {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PeftbenchError(f"cannot decode image {path}: {exc}") from None
+
+
+def shorter_side_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """torchvision's Resize(int): the shorter side to `shorter`, the longer one scaled and truncated."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def decode_for_recipe(paths: list[Path], recipe: Recipe, input_size: int) -> np.ndarray | list[np.ndarray]:
+    """A split decoded once for the cache, CHW uint8: natively when its images share one size no
+    larger than the input (the device resizes them), else resized by PIL as the recipe says."""
+    target = recipe.resize_to(input_size)
+    if recipe.resize == "shorter":
+        arrays = _parallel(lambda p: decode_image(p, shorter_side_size(*image_size(p), target)), paths)
+        return [a.transpose(2, 0, 1) for a in arrays] if isinstance(arrays, list) else arrays.transpose(0, 3, 1, 2)
+    sizes = {image_size(p) for p in paths}
+    native = not recipe.crop and len(sizes) == 1 and max(next(iter(sizes))) <= input_size
+    arrays = _parallel(lambda p: decode_image(p, None if native else (target, target)), paths)
+    return np.ascontiguousarray(arrays.transpose(0, 3, 1, 2))

@@ -1,21 +1,27 @@
-"""One entry point for a task's split, whatever the suite's layout; decoded splits are kept for
-the rest of the process so methods and seeds reuse them."""
+"""One entry point for a task's split, whatever the suite's layout, through the decode-once cache
+that epochs, methods, seeds and later processes reuse."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task
-from . import fgvc, vtab
-from .images import decode_images
+from . import cache, fgvc, vtab
+from .cache import FixedSplit, RaggedSplit
+from .images import decode_for_recipe
+from .recipes import Recipe
+
+
+DECODER_VERSION = 1  # bump when decoding changes, so cached entries are rebuilt
 
 
 @dataclass(frozen=True)
 class SplitData:
-    """A decoded split: uint8 images (N, 3, H, W) and int64 labels (N,)."""
+    """A split held in memory: uint8 images (N, 3, H, W) and int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -23,8 +29,8 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.labels)
 
-
-_decoded: dict[tuple, SplitData] = {}
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.images[indices]
 
 
 def task_dir(suite: Suite, task: Task, data_root: Path) -> Path:
@@ -48,13 +54,17 @@ def read_split(suite: Suite, task: Task, split: str, data_root: Path) -> tuple[l
     return images, labels, [path]
 
 
-def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size: int) -> SplitData:
-    """Decode `split` of `task` at `image_size` px (once per process for unchanged files)."""
+def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size: int, recipe: Recipe,
+               cache_dir: Path | None = None) -> FixedSplit | RaggedSplit:
+    """`split` of `task` from the decode-once cache, decoded (and fingerprinted) on first use."""
     images, labels, sources = read_split(suite, task, split, data_root)
-    key = (tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in sources), split, image_size)
-    if key not in _decoded:
-        _decoded[key] = SplitData(decode_images(images, image_size), torch.tensor(labels, dtype=torch.int64))
-    return _decoded[key]
+    key = cache.split_key(sources, {"split": split, "folder": str(sources[0].parent.resolve()),
+                                    "input_size": image_size, "decoder": DECODER_VERSION, **recipe.describe()})
+
+    def build() -> tuple:
+        return decode_for_recipe(images, recipe, image_size), np.asarray(labels, dtype=np.int64)
+
+    return cache.get_or_build(key, build, cache_dir, source=lambda: cache.fingerprint(sources, images))
 
 
 def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None:

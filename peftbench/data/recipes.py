@@ -1,0 +1,48 @@
+"""Preprocessing recipes: how a split's images become model inputs, per (method, suite).
+
+Sizes are relative to the model's input S. A recipe is split between the decode-once cache
+(the PIL resize, done once) and the device (resize of natively stored images, crops, flips).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import PeftbenchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    resize: str  # "square": to (T, T); "shorter": shorter side to T, aspect kept (VPT's Resize(256))
+    scale: float  # T = round(S * scale)
+    crop: bool  # crop T to S: random when training, centre when evaluating
+    hflip: bool  # random horizontal flip when training
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # None: the backbone's
+
+    @property
+    def augments(self) -> bool:
+        """True when training inputs vary between epochs (no feature caching then)."""
+        return self.crop or self.hflip
+
+    def resize_to(self, input_size: int) -> int:
+        return round(input_size * self.scale)
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+RECIPES = {
+    # VTAB-1k as VPT, NOAH, SSF and RLRR: bicubic resize to the input size, nothing else.
+    "vtab-resize": Recipe("vtab-resize", resize="square", scale=1.0, crop=False, hflip=False),
+    # FGVC as VPT: Resize(256) (shorter side) + RandomCrop(224) + flip; test CentreCrop(224).
+    "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True),
+    # FGVC as RLRR's train_fgvc.py: square Resize((256, 256)) + RandomCrop(224) + flip, mean = std = 0.5.
+    "rlrr-fgvc": Recipe("rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True,
+                        mean_std=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise PeftbenchError(f"unknown preprocessing recipe '{name}'; valid recipes: {', '.join(RECIPES)}")
+    return RECIPES[name]
