@@ -70,10 +70,12 @@ def run(
     device: Device = typer.Option(Device.auto, help="Where to train."),
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
+    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (vtab-resize, vpt-fgvc, rlrr-fgvc); default: the suite's."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable), e.g. lr=1e-3."),
     force: bool = typer.Option(False, help="Rerun runs that already have a finished record."),
 ) -> None:
     """Train and evaluate methods on a suite's tasks; one record per run under --out."""
+    from .data.recipes import get_recipe
     from .progress import RichSweepProgress
     from .registry import resolve_method_names
     from .settings import parse_assignments
@@ -99,6 +101,7 @@ def run(
             device=device.value,
             force=force,
             cache_dir=cache_dir,
+            recipe=get_recipe(recipe or chosen.recipe).name,
         )
         store = Store(out)
         with RichSweepProgress(len(plan(request))) as progress:

@@ -42,6 +42,7 @@ class RunRequest:
     device: str = "auto"
     force: bool = False
     cache_dir: Path | None = None  # the decode-once cache; None: $PEFTBENCH_CACHE or the user cache folder
+    recipe: str | None = None  # preprocessing; None: the suite's
 
 
 @dataclasses.dataclass
@@ -79,7 +80,8 @@ def plan(request: RunRequest) -> list[RunSpec]:
         for cls in method_classes:
             for seed in request.seeds:
                 specs.append(RunSpec(suite.name, task.name, cls.name, request.model, identity, seed, settings[cls.name],
-                                     train_split=suite.train_split, eval_split=suite.eval_split, recipe=suite.recipe))
+                                     train_split=suite.train_split, eval_split=suite.eval_split,
+                                     recipe=request.recipe or suite.recipe))
     return specs
 
 

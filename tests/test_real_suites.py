@@ -54,3 +54,16 @@ def test_data_check_fails_on_a_missing_task_naming_the_path(tmp_path: Path):
 def test_data_check_of_a_missing_root_is_one_line(tmp_path: Path):
     result = runner.invoke(app, ["data", "check", "--suite", "vtab", "--data-root", str(tmp_path / "none")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_fgvc_runs_under_rlrr_recipe_record_it(tmp_path: Path):
+    write_fgvc_tree(tmp_path / "data")
+    result = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "-t", "OxfordFlowers", "--data-root", str(tmp_path / "data"),
+                                 "--model", "vit_micro_patch4_32", "--no-pretrained", "--epochs", "1", "--recipe", "rlrr-fgvc",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("**/*.json")]
+    assert record["spec"]["recipe"] == "rlrr-fgvc" and record["data"]["recipe"]["mean_std"] == [[0.5] * 3, [0.5] * 3]
+    assert not record["used_cached_features"]  # crops and flips change the inputs every epoch
+    bad = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "--recipe", "nope", "--data-root", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vpt-fgvc, rlrr-fgvc" in bad.stderr
