@@ -340,11 +340,6 @@ def model_input_size_of(model: VisionTransformer) -> int:
     return int(model.patch_embed.img_size[0])
 
 
-def default_weights_file(model_name: str) -> Path | None:
-    """The weights file shipped with peftbench for `model_name`, if any."""
-    shipped = _architecture(model_name).pretrained_cfg.get("file")
-    return Path(shipped) if shipped else None
-
 
 def normalisation(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std the backbone was pre-trained with."""
