@@ -70,7 +70,7 @@ def run(
     device: Device = typer.Option(Device.auto, help="Where to train."),
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
-    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (vtab-resize, vpt-fgvc, rlrr-fgvc); default: the suite's."),
+    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (vtab-resize, vtab-resize-hflip, vpt-fgvc, rlrr-fgvc); default: the suite's."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable), e.g. lr=1e-3."),
     force: bool = typer.Option(False, help="Rerun runs that already have a finished record."),
 ) -> None:

@@ -66,4 +66,4 @@ def test_fgvc_runs_under_rlrr_recipe_record_it(tmp_path: Path):
     assert record["spec"]["recipe"] == "rlrr-fgvc" and record["data"]["recipe"]["mean_std"] == [[0.5] * 3, [0.5] * 3]
     assert not record["used_cached_features"]  # crops and flips change the inputs every epoch
     bad = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "--recipe", "nope", "--data-root", str(tmp_path)])
-    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vpt-fgvc, rlrr-fgvc" in bad.stderr
+    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vtab-resize-hflip, vpt-fgvc, rlrr-fgvc" in bad.stderr

@@ -34,6 +34,8 @@ class Recipe:
 RECIPES = {
     # VTAB-1k as VPT, NOAH, SSF and RLRR: bicubic resize to the input size, nothing else.
     "vtab-resize": Recipe("vtab-resize", resize="square", scale=1.0, crop=False, hflip=False),
+    # ... plus a random horizontal flip, for the tasks whose published settings flip (RLRR's hflip column).
+    "vtab-resize-hflip": Recipe("vtab-resize-hflip", resize="square", scale=1.0, crop=False, hflip=True),
     # FGVC as VPT: Resize(256) (shorter side) + RandomCrop(224) + flip; test CentreCrop(224).
     "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True),
     # FGVC as RLRR's train_fgvc.py: square Resize((256, 256)) + RandomCrop(224) + flip, mean = std = 0.5.
