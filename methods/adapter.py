@@ -90,6 +90,15 @@ def check_options(method: str, dim: int, dropout: float) -> None:
         raise PeftbenchError(f"{method}: dropout must be in [0, 1), got {dropout}")
 
 
+def bottlenecks(model: nn.Module, method: str, dim: int, activation: type[nn.Module], dropout: float):
+    """Freeze `model` and yield each pre-norm block with a new bottleneck on the model's device."""
+    blocks = pre_norm_blocks(model, method)
+    freeze_all(model)
+    like = next(model.parameters())
+    for block in blocks:
+        yield block, Bottleneck(model.embed_dim, dim, activation(), dropout, like)
+
+
 @register_method("adapter")
 @dataclasses.dataclass
 class Adapter(Method):
@@ -123,11 +132,7 @@ class Adapter(Method):
         check_options(self.name, self.dim, self.dropout)
 
     def apply(self, model: nn.Module) -> None:
-        blocks = pre_norm_blocks(model, self.name)
-        freeze_all(model)
-        like = next(model.parameters())
-        for block in blocks:
-            adapter = Bottleneck(model.embed_dim, self.dim, QuickGELU(), self.dropout, like)
+        for block, adapter in bottlenecks(model, self.name, self.dim, QuickGELU, self.dropout):
             for linear in (adapter.down, adapter.up):
                 nn.init.xavier_uniform_(linear.weight)
                 nn.init.normal_(linear.bias, std=1e-6)
@@ -173,11 +178,7 @@ class AdaptFormer(Method):
         check_options(self.name, self.dim, self.dropout)
 
     def apply(self, model: nn.Module) -> None:
-        blocks = pre_norm_blocks(model, self.name)
-        freeze_all(model)
-        like = next(model.parameters())
-        for block in blocks:
-            adapter = Bottleneck(model.embed_dim, self.dim, nn.ReLU(), self.dropout, like)
+        for block, adapter in bottlenecks(model, self.name, self.dim, nn.ReLU, self.dropout):
             nn.init.kaiming_uniform_(adapter.down.weight, a=math.sqrt(5))
             for tensor in (adapter.down.bias, adapter.up.weight, adapter.up.bias):
                 nn.init.zeros_(tensor)
