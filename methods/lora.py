@@ -108,6 +108,14 @@ class LoRAQueryValue(LowRankQKV):
         return torch.cat((q, torch.zeros_like(q), v), dim=0)
 
 
+def check_rank_and_dropout(method: str, rank: int, dropout: float) -> None:
+    """The options both LoRA variants share, checked with a message naming the method."""
+    if rank < 1:
+        raise PeftbenchError(f"{method}: rank must be at least 1, got {rank}")
+    if not 0 <= dropout < 1:
+        raise PeftbenchError(f"{method}: dropout must be in [0, 1), got {dropout}")
+
+
 @register_method("lora")
 @dataclasses.dataclass
 class LoRA(Method):
@@ -131,10 +139,7 @@ class LoRA(Method):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise PeftbenchError(f"lora: rank must be at least 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise PeftbenchError(f"lora: dropout must be in [0, 1), got {self.dropout}")
+        check_rank_and_dropout(self.name, self.rank, self.dropout)
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)

@@ -11,7 +11,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.registry import register_method
 
 from .base import Method, freeze_all
-from .lora import LowRankQKV, merge_low_rank, wrap_qkv
+from .lora import LowRankQKV, check_rank_and_dropout, merge_low_rank, wrap_qkv
 
 INIT_STD = 0.02  # timm's ViT Linear init, which NOAH's LoRA matrices end up with (see LoRAQKV)
 
@@ -74,10 +74,7 @@ class LoRAQKV(Method):
     def __post_init__(self) -> None:
         if self.init not in ("effective", "as_written"):
             raise PeftbenchError(f"lora_qkv: init must be 'effective' or 'as_written', got '{self.init}'")
-        if self.rank < 1:
-            raise PeftbenchError(f"lora_qkv: rank must be at least 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise PeftbenchError(f"lora_qkv: dropout must be in [0, 1), got {self.dropout}")
+        check_rank_and_dropout(self.name, self.rank, self.dropout)
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)

@@ -44,7 +44,6 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if record.get("status") != "ok":
             continue
         spec = record["spec"]
-        settings = {k: v for k, v in spec["settings"].items()}
         rows.append(
             {
                 "suite": spec["suite"],
@@ -54,7 +53,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "weights": spec["weights"],
                 "protocol": spec["protocol"],
                 "seed": spec["seed"],
-                "settings": json.dumps(settings, sort_keys=True),
+                "settings": json.dumps(spec["settings"], sort_keys=True),
                 "finished_at": record.get("finished_at", ""),
                 "top1": record["metrics"]["test_top1"],
                 "trainable": record["params"]["trainable"],
