@@ -22,6 +22,10 @@ class Method:
     train_defaults: ClassVar[dict[str, Any]] = {}
     # True when the adapted model folds back into a plain timm ViT (see `merge`).
     mergeable: ClassVar[bool] = False
+    # `--protocol tune`'s default grid (setting -> values) where the suite and `--grid` give none.
+    tune_grid: ClassVar[dict[str, tuple]] = {"lr": (1e-2, 5e-3, 1e-3, 5e-4, 1e-4), "weight_decay": (1e-2, 1e-4, 0.0)}
+    # True when grid learning rates are per 256 images and scale with the batch size (VPT's tune_vtab.py).
+    tune_lr_per_256: ClassVar[bool] = False
 
     @classmethod
     def option_fields(cls) -> dict[str, dataclasses.Field]:

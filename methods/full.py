@@ -21,6 +21,7 @@ class FullFineTuning(Method):
 
     summary = "Full fine-tuning: every parameter trains"
     train_defaults = {"lr": 1e-4, "weight_decay": 0.05}
+    tune_grid = {"lr": (1e-3, 5e-4, 1e-4, 5e-5, 1e-5), "weight_decay": (0.05, 1e-4, 0.0)}
     mergeable = True
 
     def apply(self, model: nn.Module) -> None:

@@ -101,6 +101,9 @@ class _VisualPromptTuning(Method):
     # the engine's batch size 64; weight decay 0.001).
     train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.25, "weight_decay": 1e-3}
     mergeable = False
+    # VPT's tune_vtab.py grid: base lr (per 256 images, scaled by batch / 256) x weight decay.
+    tune_grid = {"lr": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05), "weight_decay": (0.01, 1e-3, 1e-4, 0.0)}
+    tune_lr_per_256 = True
 
     def __post_init__(self) -> None:
         if self.prompt_len < 1:

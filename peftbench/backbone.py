@@ -350,3 +350,17 @@ def normalisation(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[fl
 def head_parameter_names(model: VisionTransformer) -> set[str]:
     """Names of the classifier's parameters."""
     return {f"head.{name}" for name, _ in model.head.named_parameters()}
+
+
+def set_drop_path(model: VisionTransformer, rate: float, mode: str = "stochastic") -> None:
+    """Regularise each block's two residual branches with a rate rising linearly from 0 in the
+    first block to `rate` in the last: timm's stochastic depth (`stochastic`, as NOAH's and SSF's
+    `drop_path_rate`) or element-wise dropout (`dropout`, RLRR's `networks.py`)."""
+    from timm.layers import DropPath
+
+    depth = len(model.blocks)
+    for index, block in enumerate(model.blocks):
+        p = rate * index / max(1, depth - 1)
+        for name in ("drop_path1", "drop_path2"):
+            layer = nn.Identity() if p == 0 else DropPath(p) if mode == "stochastic" else nn.Dropout(p)
+            setattr(block, name, layer)

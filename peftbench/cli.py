@@ -53,6 +53,12 @@ class Listing(str, Enum):
     methods = "methods"
     tasks = "tasks"
     suites = "suites"
+    recipes = "recipes"
+
+
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
 
 
 @app.command()
@@ -60,28 +66,46 @@ def run(
     method: list[str] = typer.Option(..., "--method", "-m", help="Method name (repeatable), or 'all'."),
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc."),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Only these tasks (repeatable); default: all."),
+    protocol: str = typer.Option("default", "--protocol", "-p", help="default | paper | tune | best-test (see README: Protocols)."),
+    grid: Optional[list[str]] = typer.Option(None, "--grid", help="tune: values of one setting, e.g. lr=1e-3,5e-3 (repeatable); default: the method's or suite's grid."),
     model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint to start from (.npz, .safetensors, .pth)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Start from random initialisation."),
     data_root: Path = typer.Option(_data_root_default, help="Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."),
-    seed: list[int] = typer.Option([42], "--seed", help="Seed (repeatable)."),
+    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed (repeatable); default 42."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="The first N of VPT's seeds 42, 44, 82, 100, 800."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the suite's)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default: the suite's)."),
+    eval_every: int = typer.Option(1, help="best-test only: evaluate the test split every k epochs."),
     device: Device = typer.Option(Device.auto, help="Where to train."),
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
-    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (vtab-resize, vtab-resize-hflip, vpt-fgvc, rlrr-fgvc); default: the suite's."),
+    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable), e.g. lr=1e-3."),
-    force: bool = typer.Option(False, help="Rerun runs that already have a finished record."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun units whose record says failed."),
+    force: bool = typer.Option(False, help="Rerun every unit, finished or not."),
+    launcher: Launcher = typer.Option(Launcher.local, help="local: this machine; slurm: a job array through submitit."),
+    workers: int = typer.Option(1, help="local: worker processes sharing the CPU; slurm: array tasks."),
+    gpus: Optional[str] = typer.Option(None, help="local: one worker per listed GPU, e.g. 0,1,2,3."),
+    partition: Optional[str] = typer.Option(None, help="slurm: partition."),
+    time: int = typer.Option(24 * 60, "--time", help="slurm: time limit per array task, minutes."),
+    gpus_per_node: int = typer.Option(1, help="slurm: GPUs per array task."),
+    array_parallelism: int = typer.Option(64, help="slurm: array tasks running at once."),
+    wait: bool = typer.Option(False, help="slurm: wait for the array to finish."),
 ) -> None:
-    """Train and evaluate methods on a suite's tasks; one record per run under --out."""
+    """Train and evaluate methods on a suite's tasks under a protocol; one record per unit under --out.
+
+    A rerun of the same command skips finished units and resumes the rest."""
+    from .data import prepare_suite_data
     from .data.recipes import get_recipe
-    from .progress import RichSweepProgress
+    from .protocols import check_protocol, seeds_from
     from .registry import resolve_method_names
+    from .request import RunRequest
     from .settings import parse_assignments
     from .store import Store
     from .suites import get_suite
-    from .sweep import RunRequest, execute, plan
+    from .sweep import open_session, plan
+    from .tuning import parse_grid
 
     try:
         if weights is not None and no_pretrained:
@@ -89,32 +113,121 @@ def run(
         chosen = get_suite(suite)
         overrides = parse_assignments(set_ or [])
         overrides.update({k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None})
+        if grid and protocol != "tune":
+            raise PeftbenchError("--grid applies to --protocol tune only")
+        if eval_every < 1:
+            raise PeftbenchError(f"--eval-every must be at least 1, got {eval_every}")
+        if workers < 1:
+            raise PeftbenchError(f"--workers must be at least 1, got {workers}")
         request = RunRequest(
             suite=chosen,
             tasks=chosen.select(task),
             methods=resolve_method_names(method),
             model=model or chosen.model,
-            weights=None if no_pretrained else (weights or "default"),
-            seeds=list(dict.fromkeys(seed)),
+            weights=None if no_pretrained else (str(weights) if weights else "default"),
+            seeds=seeds_from(seed, seeds),
             overrides=overrides,
             data_root=data_root,
             device=device.value,
             force=force,
             cache_dir=cache_dir,
-            recipe=get_recipe(recipe or chosen.recipe).name,
+            recipe=get_recipe(recipe).name if recipe else None,
+            protocol=check_protocol(protocol),
+            grid=parse_grid(grid or []),
+            eval_every=eval_every if protocol == "best-test" else 1,
+            retry_failed=retry_failed,
         )
+        gpu_list = _gpu_list(gpus)
         store = Store(out)
-        with RichSweepProgress(len(plan(request))) as progress:
-            outcome = execute(request, store, progress)
+        units = plan(request)
+        prepare_suite_data(request.suite, request.tasks, request.data_root)
+        session = open_session(request, store, units)
+        if launcher is Launcher.slurm:
+            _submit(session, workers, len(session.todo), partition, time, gpus_per_node, array_parallelism, wait)
+            if not wait:
+                return
+            outcome = _outcome(session, units, store)
+        elif workers > 1 or gpu_list:
+            from .launch import run_local_workers
+
+            run_local_workers(session, workers, gpu_list)
+            outcome = _outcome(session, units, store)
+        else:
+            from .progress import RichSweepProgress
+            from .sweep import work
+
+            with RichSweepProgress(len(units)) as progress:
+                outcome = work(request, store, session, progress, units)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     console.print(
-        f"{len(outcome.done)} run(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; records in {out}/"
+        f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; records in {out}/"
     )
-    for spec, reason in outcome.failed:
-        typer.echo(f"error: {spec.label()}: {reason}", err=True)
+    if outcome.skipped_failed:
+        typer.echo(f"warning: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
+                   "--retry-failed reruns them", err=True)
+    for unit, reason in outcome.failed:
+        typer.echo(f"error: {unit.label()}: {reason}", err=True)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _gpu_list(gpus: Optional[str]) -> list[int]:
+    if not gpus:
+        return []
+    try:
+        return [int(g) for g in gpus.split(",")]
+    except ValueError:
+        raise PeftbenchError(f"--gpus expects device numbers like 0,1,2, got '{gpus}'") from None
+
+
+def _outcome(session, units, store):
+    from .launch import outcome_of
+
+    return outcome_of(session, units, store)
+
+
+def _submit(session, workers, todo, partition, time, gpus_per_node, array_parallelism, wait) -> None:
+    from .launch import SlurmOptions, submit_slurm
+
+    if not todo:
+        console.print("nothing to submit: every unit has a record (--retry-failed / --force rerun them)")
+        return
+    tasks = workers if workers > 1 else min(todo, array_parallelism)
+    options = SlurmOptions(tasks, partition, time, gpus_per_node, array_parallelism,
+                           cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"))
+    jobs = submit_slurm(session, options)
+    console.print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({tasks} worker task(s)) for {todo} unit(s); "
+                  f"follow with: peftbench status --results {session.root}")
+    if wait:
+        for job in jobs:
+            job.result()
+
+
+@app.command()
+def status(
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite."),
+    results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder holding the sweeps."),
+) -> None:
+    """Done / failed / running / pending units per method and task, for every sweep under --results."""
+    from .status import STATES, summarise, unit_states
+    from .suites import get_suite
+
+    try:
+        name = get_suite(suite).name if suite else None
+        if not results.is_dir():
+            raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
+        units = unit_states(results, name)
+        if units.empty:
+            raise PeftbenchError(f"no sweep manifests under {results}/.sweeps" + (f" for suite {name}" if name else ""))
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    table = Table("suite", "method", "protocol", "task", *STATES, "total")
+    for row in summarise(units).itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    totals = units["state"].value_counts()
+    console.print(", ".join(f"{totals.get(s, 0)} {s}" for s in STATES) + f" of {len(units)} unit(s)")
 
 
 @app.command()
@@ -210,10 +323,10 @@ def data_check(
 
 @app.command("list")
 def list_(
-    what: Listing = typer.Argument(..., help="methods, tasks or suites"),
+    what: Listing = typer.Argument(..., help="methods, tasks, suites or recipes"),
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="With 'tasks': only this suite."),
 ) -> None:
-    """List the methods, suites, or tasks peftbench knows."""
+    """List the methods, suites, tasks or preprocessing recipes peftbench knows."""
     from .registry import all_methods
     from .suites import all_suites, get_suite
 
@@ -225,6 +338,13 @@ def list_(
         table = Table("method", "mergeable", "summary")
         for name, cls in all_methods().items():
             table.add_row(name, "yes" if cls.mergeable else "no", cls.summary)
+    elif what is Listing.recipes:
+        from .data.recipes import RECIPES
+
+        table = Table("recipe", "resize", "scale", "crop", "hflip", "mean/std")
+        for r in RECIPES.values():
+            table.add_row(r.name, r.resize, f"{r.scale:.4g}", "yes" if r.crop else "no", "yes" if r.hflip else "no",
+                          str(r.mean_std) if r.mean_std else "backbone's")
     elif what is Listing.suites:
         table = Table("suite", "aliases", "tasks", "layout", "backbone", "description")
         for s in suites:

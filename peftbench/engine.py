@@ -55,6 +55,7 @@ class TrainResult:
     memory_measure: str
     used_cached_features: bool
     evaluated_merged: bool
+    test_curve: tuple[tuple[int, float], ...] = ()  # (epoch, top-1) every `eval_every` epochs; best-test only
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,11 +75,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from `warmup_lr` to `lr`, then cosine decay to `min_lr`."""
+def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from `warmup_lr` to `lr`, then cosine decay to `min_lr` at the end of the
+    nominal epochs (restarting every `restart_epochs` with `cosine-restarts`); `min_lr` through
+    the cool-down epochs."""
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if cfg.schedule == "cosine-restarts":
+        period = cfg.restart_epochs * steps_per_epoch
+        progress = ((step - warmup_steps) % period) / period
+    else:
+        progress = min(1.0, (step - warmup_steps) / max(1, cfg.epochs * steps_per_epoch - warmup_steps))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -121,20 +129,24 @@ def fit(
     cfg: TrainConfig,
     device: torch.device,
     listener: Listener,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> float:
-    """Train for `cfg.epochs` epochs over shuffled mini-batches; returns the last logged loss."""
+    """Train for `cfg.total_epochs` epochs over shuffled mini-batches; returns the last logged loss.
+
+    The loss is summed on the device; a NaN or infinity anywhere in the sum poisons it, so the
+    read every `log_every` steps (the loop's only host sync) also checks every step's finiteness.
+    """
     labels = labels.to(device)
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    total_steps = cfg.total_epochs * steps_per_epoch
     listener.start(total_steps)
     loss_sum = torch.zeros((), device=device)
     logged_steps, last_loss, step = 0, float("nan"), 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(cfg.total_epochs):
         order = torch.randperm(len(labels)).to(device)
         for start in range(0, len(labels), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
-            lr = learning_rate(step, total_steps, warmup_steps, cfg)
+            lr = learning_rate(step, steps_per_epoch, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -147,12 +159,14 @@ def fit(
             logged_steps += 1
             step += 1
             if step % cfg.log_every == 0 or step == total_steps:
-                last_loss = (loss_sum / logged_steps).item()  # the only host sync of the loop
+                last_loss = (loss_sum / logged_steps).item()
                 if not math.isfinite(last_loss):
-                    raise NonFiniteLoss(f"training loss became {last_loss} in epoch {epoch + 1}")
+                    raise NonFiniteLoss(f"training loss became {last_loss} in epoch {epoch + 1} (step {step})")
                 loss_sum.zero_()
                 listener.advance(logged_steps, epoch + 1, last_loss)
                 logged_steps = 0
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
     return last_loss
 
 
@@ -185,10 +199,14 @@ def train_and_evaluate(
     listener: Listener | None = None,
     merge: Callable[[nn.Module], nn.Module] | None = None,
     recipe: Recipe = RECIPES["vtab-resize"],
+    eval_every: int = 0,
 ) -> TrainResult:
     """Train `model` (its trainable parameters as the method left them) on `train` and evaluate
     `test` once, after the last epoch — through `merge(model)`, a plain ViT, when the method folds
-    into the backbone. Inputs are prepared on the device as `recipe` says."""
+    into the backbone. Inputs are prepared on the device as `recipe` says.
+
+    `eval_every=k` (the opt-in best-test protocol only) also evaluates `test` every k epochs, into
+    `test_curve`; that time is left out of `train_seconds`."""
     listener = listener or SilentListener()
     seed_everything(seed)
     if device.type == "cuda":
@@ -217,8 +235,21 @@ def train_and_evaluate(
         def forward(images: torch.Tensor) -> torch.Tensor:
             return model(normalise(images))
 
-    last_loss = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener)
-    train_seconds = time.perf_counter() - started
+    curve: list[tuple[int, float]] = []
+    curve_seconds = 0.0
+
+    def evaluate_during_training(epoch: int) -> None:
+        nonlocal curve_seconds
+        if not eval_every or epoch % eval_every or epoch == cfg.total_epochs:
+            return  # the last epoch is the final evaluation below
+        began = time.perf_counter()
+        model.eval()
+        curve.append((epoch, _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device), test)))
+        model.train(not cached)
+        curve_seconds += time.perf_counter() - began
+
+    last_loss = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener, evaluate_during_training)
+    train_seconds = time.perf_counter() - started - curve_seconds
     merged = merge is not None and not cached
     if merged:
         plain = merge(model).eval()
@@ -228,18 +259,24 @@ def train_and_evaluate(
 
     model.eval()
     started = time.perf_counter()
-    logits = predict(forward, test_batches, len(test), cfg.eval_batch_size, device)
-    top1 = (logits.argmax(dim=1) == test.labels).float().mean().item() * 100
+    top1 = _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device), test)
+    if eval_every:
+        curve.append((cfg.total_epochs, top1))
     eval_seconds = time.perf_counter() - started
     peak, measure = _peak_memory(device)
     return TrainResult(
         top1=top1,
         final_train_loss=last_loss,
         train_seconds=train_seconds,
-        train_images_per_second=cfg.epochs * len(train) / train_seconds,
+        train_images_per_second=cfg.total_epochs * len(train) / train_seconds,
         eval_seconds=eval_seconds,
         peak_memory_mb=peak,
         memory_measure=measure,
         used_cached_features=cached,
         evaluated_merged=merged,
+        test_curve=tuple(curve),
     )
+
+
+def _top1(logits: torch.Tensor, split: Split) -> float:
+    return (logits.argmax(dim=1) == split.labels).sum().item() * 100 / len(split.labels)

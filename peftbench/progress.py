@@ -6,7 +6,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .spec import RunSpec
+from .protocols import Unit
 from .sweep import SweepListener
 
 
@@ -28,20 +28,29 @@ class RichSweepProgress(SweepListener):
         self.sweep = self.progress.add_task("sweep", total=total_runs)
         self.run: int | None = None
         self.label = ""
+        self.skipped = 0
 
     def __enter__(self) -> RichSweepProgress:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._report_skipped()
         self.progress.stop()
 
-    def run_skipped(self, spec: RunSpec) -> None:
-        self.progress.advance(self.sweep)
-        self.console.print(f"[dim]skip[/dim] {spec.label()} (finished record exists; --force reruns it)")
+    def _report_skipped(self) -> None:
+        if self.skipped:
+            self.console.print(f"[dim]skip[/dim] {self.skipped} unit(s) with a record already "
+                               "(--retry-failed reruns failed ones, --force all)")
+            self.skipped = 0
 
-    def run_started(self, spec: RunSpec) -> None:
-        self.label = spec.label()
+    def run_skipped(self, unit: Unit) -> None:
+        self.progress.advance(self.sweep)
+        self.skipped += 1
+
+    def run_started(self, unit: Unit) -> None:
+        self._report_skipped()
+        self.label = unit.label()
         self.run = self.progress.add_task(self.label, total=None)
 
     def start(self, total_steps: int) -> None:
@@ -50,11 +59,15 @@ class RichSweepProgress(SweepListener):
     def advance(self, steps: int, epoch: int, loss: float | None) -> None:
         self.progress.update(self.run, advance=steps, description=f"{self.label}  epoch {epoch}  loss {loss:.3f}")
 
-    def run_finished(self, spec: RunSpec, record: dict[str, Any]) -> None:
-        self.progress.remove_task(self.run)
+    def run_finished(self, unit: Unit, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.progress.remove_task(self.run)
+            self.run = None
         self.progress.advance(self.sweep)
         if record["status"] == "ok":
-            top1 = record["metrics"]["test_top1"]
-            self.console.print(f"[green]ok[/green]   {spec.label()}: top-1 {top1:.1f} % in {record['wall_seconds']:.1f} s")
+            metric, value = next((k, v) for k, v in record["metrics"].items() if k.endswith("_top1"))
+            split = metric.removesuffix("_top1")
+            self.console.print(f"[green]ok[/green]   {unit.label()}: {split} top-1 {value:.1f} % "
+                               f"in {record['wall_seconds']:.1f} s")
         else:
-            self.console.print(f"[red]failed[/red] {spec.label()}: {record['reason']}", soft_wrap=True)
+            self.console.print(f"[red]failed[/red] {unit.label()}: {record['reason']}", soft_wrap=True)

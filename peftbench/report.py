@@ -3,7 +3,9 @@
 Rows are (method, backbone) pairs; columns the suite's tasks, one mean per group, the flat mean
 over tasks, the mean of group means, and the trainable parameters (millions) averaged over the
 suite's tasks with and without the head. A cell averages the seeds of the newest settings of that
-method on that task. A mean that needs a missing cell is left empty.
+method on that task (± their standard deviation); the suite means carry the standard deviation of
+the per-seed suite means. A mean that needs a missing cell is left empty. Tune trials (scored on
+val) never enter a table; best-test rows show the test-selected maximum and are labelled so.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Leaderboard:
     suite: Suite
     table: pd.DataFrame  # index: row label; numeric columns, NaN where missing
     notes: list[str] = field(default_factory=list)
+    spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # std over seeds, same labels; NaN with one seed
 
     @property
     def is_empty(self) -> bool:
@@ -41,9 +44,10 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per finished (`ok`) run."""
     rows = []
     for record in records:
-        if record.get("status") != "ok":
+        if record.get("status") != "ok" or record.get("kind") == "trial":
             continue
         spec = record["spec"]
+        metrics = record["metrics"]
         rows.append(
             {
                 "suite": spec["suite"],
@@ -55,7 +59,7 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "seed": spec["seed"],
                 "settings": json.dumps(spec["settings"], sort_keys=True),
                 "finished_at": record.get("finished_at", ""),
-                "top1": record["metrics"]["test_top1"],
+                "top1": metrics["best_test_top1"] if spec["protocol"] == "best-test" else metrics["test_top1"],
                 "trainable": record["params"]["trainable"],
                 "trainable_without_head": record["params"]["trainable_without_head"],
             }
@@ -84,41 +88,63 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
     cells = (
         runs.groupby(["method", "backbone", "protocol", "task"], group_keys=False)[runs.columns.tolist()]
         .apply(_newest_settings)
-        .groupby(["method", "backbone", "protocol", "task"])
-        .agg(top1=("top1", "mean"), seeds=("seed", "nunique"), trainable=("trainable", "mean"), trainable_without_head=("trainable_without_head", "mean"))
+    )
+    summary = (
+        cells.groupby(["method", "backbone", "protocol", "task"])
+        .agg(top1=("top1", "mean"), std=("top1", "std"), seeds=("seed", "nunique"), trainable=("trainable", "mean"),
+             trainable_without_head=("trainable_without_head", "mean"))
         .reset_index()
     )
-    rows = []
-    for (method, backbone, protocol), part in cells.groupby(["method", "backbone", "protocol"], sort=False):
+    rows, spreads = [], []
+    for (method, backbone, protocol), part in summary.groupby(["method", "backbone", "protocol"], sort=False):
+        label = _row_label(method, backbone, several)
         by_task = part.set_index("task")
-        row: dict[str, Any] = {"Method": _row_label(method, backbone, several)}
-        for name in task_names:
-            row[name] = by_task["top1"].get(name, float("nan"))
+        row: dict[str, Any] = {"Method": label, **_means(suite, by_task["top1"])}
         complete = all(name in by_task.index for name in task_names)
-        group_means = []
-        for group in suite.groups:
-            members = [t.name for t in suite.tasks if t.group == group]
-            mean = by_task["top1"].reindex(members).mean(skipna=False)
-            group_means.append(mean)
-            if len(suite.groups) > 1:
-                row[group_column(group)] = mean
-        row[FLAT_MEAN] = by_task["top1"].reindex(task_names).mean(skipna=False)
-        if len(suite.groups) > 1:
-            row[GROUP_MEAN] = pd.Series(group_means).mean(skipna=False)
         row[PARAMS_WITH_HEAD] = by_task["trainable"].mean() / 1e6 if complete else float("nan")
         row[PARAMS_WITHOUT_HEAD] = by_task["trainable_without_head"].mean() / 1e6 if complete else float("nan")
         row["Seeds"] = int(by_task["seeds"].min())
         row["Protocol"] = protocol
         rows.append(row)
+        runs_of_row = cells[(cells["method"] == method) & (cells["backbone"] == backbone) & (cells["protocol"] == protocol)]
+        spreads.append({"Method": label, **by_task["std"].reindex(task_names).to_dict(), **_seed_spread(suite, runs_of_row)})
     table = pd.DataFrame(rows).set_index("Method")
-    return Leaderboard(suite, table, _notes(suite, table))
+    spread = pd.DataFrame(spreads).set_index("Method").reindex(columns=table.columns)
+    return Leaderboard(suite, table, _notes(suite, table), spread)
+
+
+def _means(suite: Suite, top1: pd.Series) -> dict[str, float]:
+    """Per-task values, group means, the flat mean and the mean of group means (NaN where a task is missing)."""
+    task_names = [t.name for t in suite.tasks]
+    row = {name: top1.get(name, float("nan")) for name in task_names}
+    group_means = []
+    for group in suite.groups:
+        members = [t.name for t in suite.tasks if t.group == group]
+        mean = top1.reindex(members).mean(skipna=False)
+        group_means.append(mean)
+        if len(suite.groups) > 1:
+            row[group_column(group)] = mean
+    row[FLAT_MEAN] = top1.reindex(task_names).mean(skipna=False)
+    if len(suite.groups) > 1:
+        row[GROUP_MEAN] = pd.Series(group_means).mean(skipna=False)
+    return row
+
+
+def _seed_spread(suite: Suite, runs: pd.DataFrame) -> dict[str, float]:
+    """Standard deviation over seeds of each suite mean, from the seeds every task has."""
+    by_seed = runs.pivot_table(index="seed", columns="task", values="top1").dropna()
+    if len(by_seed) < 2:
+        return {}
+    per_seed = pd.DataFrame([_means(suite, values) for _, values in by_seed.iterrows()])
+    return {k: per_seed[k].std() for k in per_seed.columns if k not in by_seed.columns}
 
 
 def _notes(suite: Suite, table: pd.DataFrame) -> list[str]:
     n = len(suite.tasks)
     notes = [
         "Top-1 accuracy (%) on each task's test split, evaluated once after the last epoch; "
-        "a cell is the mean over its seeds (column Seeds: the fewest seeds of any task in the row).",
+        "a cell is the mean over its seeds ± their standard deviation (column Seeds: the fewest seeds of any "
+        "task in the row); a suite mean's ± is the standard deviation of the per-seed suite means.",
         f"{FLAT_MEAN}: mean over the {n} tasks.",
     ]
     if len(suite.groups) > 1:
@@ -127,6 +153,9 @@ def _notes(suite: Suite, table: pd.DataFrame) -> list[str]:
         f"{PARAMS_WITH_HEAD}: trainable parameters averaged over the suite's tasks, classification head "
         f"included (the RLRR paper's convention); {PARAMS_WITHOUT_HEAD}: the same without the head."
     )
+    if "best-test" in set(table.get("Protocol", [])):
+        notes.append("Protocol best-test: the maximum test top-1 over epochs (test-selected, as RLRR/NOAH/SSF "
+                     "report); not comparable with the other protocols' last-epoch numbers.")
     task_names = [t.name for t in suite.tasks]
     if table[task_names].isna().to_numpy().any():
         notes.append(f"{MISSING}: no finished run; means and parameter columns that need a missing task are left empty.")
@@ -146,8 +175,15 @@ def _format_value(column: str, value: Any) -> str:
 
 
 def formatted(board: Leaderboard) -> pd.DataFrame:
-    """The table as display strings."""
-    return board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
+    """The table as display strings; `mean ± std` where several seeds give a spread."""
+    shown = board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
+    if board.spread.empty:
+        return shown
+    for label in shown.index:
+        for column, std in board.spread.loc[label].items():
+            if not pd.isna(std) and not pd.isna(board.table.at[label, column]):
+                shown.at[label, column] = f"{shown.at[label, column]} ± {std:.1f}"
+    return shown
 
 
 def render(board: Leaderboard, fmt: str) -> str:
@@ -160,8 +196,19 @@ def render(board: Leaderboard, fmt: str) -> str:
         table = shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True)
         return title + table + "\n\n" + "\n".join(f"- {note}" for note in board.notes) + "\n"
     if fmt == "csv":
-        return board.table.to_csv(float_format="%.4f")
+        return _with_spread(board).to_csv(float_format="%.4f")
     if fmt == "json":
-        rows = json.loads(board.table.reset_index().to_json(orient="records"))
+        rows = json.loads(_with_spread(board).reset_index().to_json(orient="records"))
         return json.dumps({"suite": board.suite.name, "rows": rows, "notes": board.notes}, indent=2) + "\n"
     raise ValueError(fmt)
+
+
+def _with_spread(board: Leaderboard) -> pd.DataFrame:
+    """The table plus a `<column> std` column after each column that has a spread."""
+    if board.spread.empty:
+        return board.table
+    out = board.table.copy()
+    for column in board.spread.columns:
+        if board.spread[column].notna().any():
+            out.insert(out.columns.get_loc(column) + 1, f"{column} std", board.spread[column])
+    return out

@@ -24,17 +24,33 @@ class TrainConfig:
     warmup_epochs: int = 10
     warmup_lr: float = 1e-6
     min_lr: float = 1e-8
+    cooldown_epochs: int = 0  # extra epochs at min_lr after the cosine (timm's cool-down; RLRR: 10)
+    schedule: str = "cosine"  # cosine | cosine-restarts (SGDR, period restart_epochs, after the warm-up)
+    restart_epochs: int = 5
+    drop_path: float = 0.0  # rate in the last block, rising linearly from 0 in the first
+    drop_path_mode: str = "stochastic"  # stochastic (timm's DropPath) | dropout (RLRR's element-wise)
     eval_batch_size: int = 256
-    log_every: int = 20  # optimiser steps between reads of the loss (one host sync each)
+    log_every: int = 20  # optimiser steps between reads of the loss and its finiteness flag (one host sync each)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise PeftbenchError(f"optimizer must be 'adamw' or 'sgd', got '{self.optimizer}'")
-        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        for name, valid in CHOICES.items():
+            if getattr(self, name) not in valid:
+                raise PeftbenchError(f"setting '{name}' must be one of {', '.join(valid)}, got '{getattr(self, name)}'")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every", "restart_epochs"):
             if getattr(self, name) < 1:
                 raise PeftbenchError(f"setting '{name}' must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise PeftbenchError(f"warmup_epochs must be within 0..epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.cooldown_epochs < 0 or not 0 <= self.drop_path < 1:
+            raise PeftbenchError("cooldown_epochs must be >= 0 and drop_path within [0, 1)")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+
+CHOICES = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "cosine-restarts"),
+           "drop_path_mode": ("stochastic", "dropout")}
 
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -70,7 +86,7 @@ def coerce(key: str, value: Any, kind: type) -> Any:
     return converted
 
 
-def _field_type(field: dataclasses.Field) -> type:
+def field_type(field: dataclasses.Field) -> type:
     kind = field.type
     if isinstance(kind, str):  # postponed annotations
         kind = {"int": int, "float": float, "str": str, "bool": bool}[kind]
@@ -94,10 +110,10 @@ def resolve(method_cls: type, suite_defaults: dict, overrides: dict[str, Any]) -
     and the engine does not know are ignored here (`check_keys` has vetted them).
     """
     layered = {**suite_defaults, **method_cls.train_defaults, **overrides}
-    train = {k: coerce(k, v, _field_type(TRAIN_FIELDS[k])) for k, v in layered.items() if k in TRAIN_FIELDS}
+    train = {k: coerce(k, v, field_type(TRAIN_FIELDS[k])) for k, v in layered.items() if k in TRAIN_FIELDS}
     epochs = train.get("epochs", TrainConfig.epochs)
     if "warmup_epochs" not in overrides and train.get("warmup_epochs", TrainConfig.warmup_epochs) > epochs:
         train["warmup_epochs"] = epochs // 10  # a shortened run (e.g. --epochs 1) keeps a 10 % warm-up
     method_fields = method_cls.option_fields()
-    options = {k: coerce(k, v, _field_type(method_fields[k])) for k, v in overrides.items() if k in method_fields}
+    options = {k: coerce(k, v, field_type(method_fields[k])) for k, v in overrides.items() if k in method_fields}
     return TrainConfig(**train), options

@@ -45,6 +45,8 @@ class Suite:
     generator: str | None = None
     subdir: str = ""
     defaults: dict = field(default_factory=dict)
+    tune_splits: tuple[str, str] = ("train800", "val200")  # the tune protocol trains on the first, scores the second
+    tune_lr_factors: tuple[float, ...] = ()  # a suite-wide tune grid: each method's lr times these (demo)
 
     def task(self, name: str) -> Task:
         """The task called `name` or one of its aliases."""
@@ -68,6 +70,7 @@ class Suite:
 
 def _parse_suite(path: Path) -> Suite:
     raw = tomllib.loads(path.read_text())
+    tune = raw["tune"]
     tasks = tuple(
         Task(
             name=t["name"],
@@ -94,6 +97,8 @@ def _parse_suite(path: Path) -> Suite:
         generator=raw.get("generator"),
         subdir=raw.get("subdir", ""),
         defaults=dict(raw.get("defaults", {})),
+        tune_splits=(tune["train_split"], tune["eval_split"]),
+        tune_lr_factors=tuple(float(f) for f in tune.get("lr_factors", ())),
     )
 
 

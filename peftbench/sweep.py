@@ -1,199 +1,159 @@
-"""Expand a run request into RunSpecs, skip the finished ones, run the rest, record each.
+"""Run a sweep's units: plan them, record the session, then pull ready units until none is left.
 
-A failure in one run (bad data, a non-finite loss, out of memory, any exception) is recorded as
-`failed` with its reason and the sweep goes on.
+Any number of workers (threads of this loop in separate processes, on one machine or on Slurm
+nodes) may run the same session at once: a unit runs in the worker that claims it, a tune final
+only once its trials are settled, and every record lands atomically under its unit's key.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from . import backbone, engine, provenance
-from .build import adapt
-from .data import load_split, prepare_suite_data
-from .data.batches import Split
-from .data.recipes import get_recipe
+from . import backbone, engine, manifest, protocols
+from .data import prepare_suite_data
 from .errors import PeftbenchError
-from .registry import get_method
-from .settings import TRAIN_FIELDS, TrainConfig, check_keys, resolve
-from .spec import RunSpec
-from .store import SCHEMA_VERSION, Store
-from .suites import Suite, Task
+from .protocols import Unit
+from .request import RunRequest
+from .runner import SplitLoader, base_record, failed, run_spec
+from .store import Store
 
+__all__ = ["RunRequest", "SweepListener", "SweepOutcome", "execute", "plan", "open_session", "work"]
 
-@dataclasses.dataclass(frozen=True)
-class RunRequest:
-    """What `peftbench run` was asked to do."""
-
-    suite: Suite
-    tasks: list[Task]
-    methods: list[str]
-    model: str
-    weights: str | Path | None  # "default", a file, or None for random init
-    seeds: list[int]
-    overrides: dict[str, Any]
-    data_root: Path
-    device: str = "auto"
-    force: bool = False
-    cache_dir: Path | None = None  # the decode-once cache; None: $PEFTBENCH_CACHE or the user cache folder
-    recipe: str | None = None  # preprocessing; None: the suite's
+POLL_SECONDS = 2.0
 
 
 @dataclasses.dataclass
 class SweepOutcome:
-    done: list[RunSpec] = dataclasses.field(default_factory=list)
-    skipped: list[RunSpec] = dataclasses.field(default_factory=list)
-    failed: list[tuple[RunSpec, str]] = dataclasses.field(default_factory=list)
+    done: list[Unit] = dataclasses.field(default_factory=list)
+    skipped: list[Unit] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)
+    skipped_failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)  # failed before; no --retry-failed
 
 
 class SweepListener(engine.SilentListener):
     """Progress of a whole sweep; `run_started` precedes each run's `start`/`advance` calls."""
 
-    def run_skipped(self, spec: RunSpec) -> None:
+    def run_skipped(self, unit: Unit) -> None:
         pass
 
-    def run_started(self, spec: RunSpec) -> None:
+    def run_started(self, unit: Unit) -> None:
         pass
 
-    def run_finished(self, spec: RunSpec, record: dict[str, Any]) -> None:
+    def run_finished(self, unit: Unit, record: dict[str, Any]) -> None:
         pass
 
 
-def plan(request: RunRequest) -> list[RunSpec]:
-    """Every run of the request, in task, method, seed order."""
-    method_classes = [get_method(name) for name in request.methods]
-    check_keys(request.overrides, method_classes)
-    settings = {}
-    for cls in method_classes:  # settings are checked before anything touches the disk
-        train_cfg, options = resolve(cls, request.suite.defaults, request.overrides)
-        settings[cls.name] = {**dataclasses.asdict(train_cfg), **options}
-    _, identity = backbone.resolve_weights(request.model, request.weights)  # fails once, up front
-    suite = request.suite
-    specs = []
-    for task in request.tasks:
-        for cls in method_classes:
-            for seed in request.seeds:
-                specs.append(RunSpec(suite.name, task.name, cls.name, request.model, identity, seed, settings[cls.name],
-                                     train_split=suite.train_split, eval_split=suite.eval_split,
-                                     recipe=request.recipe or suite.recipe))
-    return specs
+def plan(request: RunRequest) -> list[Unit]:
+    """Every unit of the request; settings and weights are checked before anything touches the disk."""
+    protocols.plan(request, "")  # settings first: a typo is reported before any weights are looked for
+    _, identity = backbone.resolve_weights(request.model, request.weights)
+    return protocols.plan(request, identity)
+
+
+def open_session(request: RunRequest, store: Store, units: list[Unit]) -> manifest.Session:
+    """Write the sweep's manifest and a new session holding the units this invocation must do."""
+    sweep_id = request.sweep_id()
+    manifest.write_manifest(store.root, sweep_id, request.payload(), [u.describe() for u in units])
+    todo = [u.key for u in units if _needs_run(store.get(u), request)]
+    return manifest.start_session(store.root, sweep_id, request.payload(), todo)
+
+
+def _needs_run(record: dict[str, Any] | None, request: RunRequest) -> bool:
+    if record is None or request.force:
+        return True
+    return record.get("status") == "failed" and request.retry_failed
 
 
 def execute(request: RunRequest, store: Store, listener: SweepListener) -> SweepOutcome:
-    """Run every planned spec that has no `ok` record yet (all of them with `force`)."""
-    specs = plan(request)
-    device = engine.resolve_device(request.device)
+    """Plan, open a session and work it in this process (the local launcher with one worker)."""
+    units = plan(request)
     prepare_suite_data(request.suite, request.tasks, request.data_root)
-    image_size = backbone.model_input_size(request.model)
+    session = open_session(request, store, units)
+    return work(request, store, session, listener, units)
+
+
+def work(request: RunRequest, store: Store, session: manifest.Session, listener: SweepListener,
+         units: list[Unit] | None = None, worker: str = "main") -> SweepOutcome:
+    """Pull the session's ready units and run them until every one is settled or held elsewhere."""
+    units = units if units is not None else plan(request)
+    todo = set(session.todo)
     outcome = SweepOutcome()
-    splits: dict[str, tuple | str] = {}
-    for spec in specs:
-        existing = store.get(spec)
-        if existing and existing.get("status") == "ok" and not request.force:
-            outcome.skipped.append(spec)
-            listener.run_skipped(spec)
-            continue
-        listener.run_started(spec)
-        if spec.task not in splits:
-            splits.clear()  # keep one task's splits in memory at a time
-            splits[spec.task] = _load_task(request, spec, image_size)
-        record = _run_one(request, spec, splits[spec.task], device, listener)
-        store.put(record)
-        listener.run_finished(spec, record)
-        if record["status"] == "ok":
-            outcome.done.append(spec)
-        else:
-            outcome.failed.append((spec, record["reason"]))
+    for unit in units:
+        if unit.key not in todo:
+            record = store.get(unit)
+            outcome.skipped.append(unit)
+            listener.run_skipped(unit)
+            if record and record.get("status") == "failed":
+                outcome.skipped_failed.append((unit, record.get("reason", "")))
+    pending = [u for u in units if u.key in todo]
+    device = engine.resolve_device(request.device)
+    splits = SplitLoader(request)
+    while pending:
+        ran_one, waiting = False, []
+        for unit in list(pending):
+            if _settled(store.get(unit), session, todo, unit.key):
+                pending.remove(unit)  # another worker finished it
+                continue
+            trial_records = _trial_records(unit, store, session, todo)
+            if trial_records is None or not manifest.claim(session, unit.key, worker):
+                waiting.append(unit)
+                continue
+            try:
+                listener.run_started(unit)
+                record = _run_unit(request, unit, trial_records, splits, device, listener, session, worker)
+                store.put(record)
+            finally:
+                manifest.release(session, unit.key)
+            pending.remove(unit)
+            ran_one = True
+            listener.run_finished(unit, record)
+            if record["status"] == "ok":
+                outcome.done.append(unit)
+            else:
+                outcome.failed.append((unit, record["reason"]))
+        if pending and not ran_one:
+            time.sleep(POLL_SECONDS)  # the rest wait for trials or are held by other workers
     return outcome
 
 
-def _load_task(request: RunRequest, spec: RunSpec, image_size: int) -> tuple | str:
-    """The train and eval splits of a task from the cache, or the reason they cannot be loaded."""
-    task, recipe = request.suite.task(spec.task), get_recipe(spec.recipe)
-    try:
-        return tuple(load_split(request.suite, task, split, request.data_root, image_size, recipe, request.cache_dir)
-                     for split in (spec.train_split, spec.eval_split))
-    except PeftbenchError as exc:
-        return str(exc)
+def _settled(record: dict[str, Any] | None, session: manifest.Session, todo: set[str], key: str) -> bool:
+    """True when the unit needs nothing more in this session."""
+    if record is None:
+        return False
+    return key not in todo or record.get("session") == session.id
 
 
-def _run_one(request: RunRequest, spec: RunSpec, splits, device: torch.device, listener: SweepListener) -> dict[str, Any]:
-    record = _base_record(spec, device)
-    started = time.perf_counter()
-    try:
-        if isinstance(splits, str):
-            raise PeftbenchError(splits)
-        train, test = splits
-        record["data"] = {"train_split": spec.train_split, "train_size": len(train), "eval_split": spec.eval_split,
-                          "eval_size": len(test), "recipe": get_recipe(spec.recipe).describe(),
-                          "fingerprints": {spec.train_split: train.meta.get("source"), spec.eval_split: test.meta.get("source")}}
-        result, params = _train(request, spec, train, test, device, listener)
-    except (PeftbenchError, engine.NonFiniteLoss) as exc:
-        return {**record, "status": "failed", "reason": str(exc), "wall_seconds": time.perf_counter() - started}
-    except torch.OutOfMemoryError as exc:
-        return {**record, "status": "failed", "reason": f"out of memory: {str(exc).splitlines()[0]}", "wall_seconds": time.perf_counter() - started}
-    except Exception as exc:  # keep the sweep going; the record keeps the traceback
-        return {
-            **record,
-            "status": "failed",
-            "reason": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-            "wall_seconds": time.perf_counter() - started,
-        }
-    return {
-        **record,
-        "status": "ok",
-        "metrics": {"test_top1": result.top1, "final_train_loss": result.final_train_loss},
-        "params": params,
-        "timing": {
-            "train_seconds": result.train_seconds,
-            "train_images_per_second": result.train_images_per_second,
-            "eval_seconds": result.eval_seconds,
-        },
-        "memory": {"peak_mb": result.peak_memory_mb, "measure": result.memory_measure},
-        "used_cached_features": result.used_cached_features,
-        "evaluated_merged": result.evaluated_merged,
-        "wall_seconds": time.perf_counter() - started,
-    }
+def _trial_records(unit: Unit, store: Store, session: manifest.Session, todo: set[str]) -> list | None:
+    """A final's trial records once all are settled (None while any is not); [] for other units."""
+    if unit.kind != "final":
+        return []
+    records = []
+    for key in unit.trials:
+        record = store.get({**unit.describe(), "key": key, "kind": "trial"})
+        if not _settled(record, session, todo, key):
+            return None
+        records.append(record)
+    return records
 
 
-def _train(request: RunRequest, spec: RunSpec, train: Split, test: Split, device: torch.device, listener):
-    task = request.suite.task(spec.task)
-    method_cls = get_method(spec.method)
-    options = {k: v for k, v in spec.settings.items() if k in method_cls.option_fields()}
-    train_cfg = TrainConfig(**{k: v for k, v in spec.settings.items() if k in TRAIN_FIELDS})
-    engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
-    model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights)
-    method = method_cls(**options)
-    adapt(model, method)
-    params = count_parameters(model, backbone.head_parameter_names(model))
-    merge = method.merge if method.mergeable else None
-    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, train_cfg, device, spec.seed,
-                                       listener, merge, get_recipe(spec.recipe))
-    return result, params
+def _run_unit(request: RunRequest, unit: Unit, trial_records: list, splits: SplitLoader, device, listener,
+              session: manifest.Session, worker: str) -> dict[str, Any]:
+    spec, extra = unit.spec, {}
+    if unit.kind == "final":
+        try:
+            spec, extra["selection"] = protocols.final_spec(unit, trial_records)
+        except PeftbenchError as exc:
+            return _unit_fields(failed(base_record(spec, device), str(exc)), unit, session, worker)
+    metric = "val_top1" if unit.kind == "trial" else "test_top1"
+    record = run_spec(request, spec, splits(spec), device, listener, metric)
+    return _unit_fields({**record, **extra}, unit, session, worker)
 
 
-def count_parameters(model: torch.nn.Module, head_names: set[str]) -> dict[str, int]:
-    """Trainable parameters with and without the head, and the model's total."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    head = sum(p.numel() for n, p in model.named_parameters() if n in head_names)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "trainable_without_head": trainable - head, "head": head, "total": total}
-
-
-def _base_record(spec: RunSpec, device: torch.device) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "key": spec.key,
-        "spec": dataclasses.asdict(spec),
-        "device": provenance.device_name(device),
-        "versions": provenance.versions(),
-        "git_commit": provenance.git_commit(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def _unit_fields(record: dict[str, Any], unit: Unit, session: manifest.Session, worker: str) -> dict[str, Any]:
+    fields = {"key": unit.key, "kind": unit.kind, "session": session.id, "sweep": session.sweep, "worker": worker,
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if unit.kind == "trial":
+        fields["grid_point"] = dict(unit.point)
+    return {**record, **fields}

@@ -57,7 +57,7 @@ def pretrain(args: argparse.Namespace) -> dict[str, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(images) / args.batch_size)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, warmup_epochs=1, warmup_lr=1e-5, min_lr=1e-5)
-    total, step = args.epochs * steps_per_epoch, 0
+    step = 0
     model.train()
     for epoch in range(args.epochs):
         order = torch.randperm(len(images))
@@ -70,7 +70,7 @@ def pretrain(args: argparse.Namespace) -> dict[str, float]:
                 dx, dy = torch.randint(-args.shift, args.shift + 1, (2,)).tolist()
                 batch = torch.roll(batch, shifts=(dy, dx), dims=(2, 3))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, steps_per_epoch, cfg)
+                group["lr"] = learning_rate(step, steps_per_epoch, cfg)
             outputs = model(batch)
             loss = sum(nn.functional.cross_entropy(out, target[:, i]) for i, out in enumerate(outputs))
             optimizer.zero_grad(set_to_none=True)
@@ -81,7 +81,7 @@ def pretrain(args: argparse.Namespace) -> dict[str, float]:
                 correct += torch.stack([(out.argmax(1) == target[:, i]).sum() for i, out in enumerate(outputs)]).float()
                 seen += len(index)
             if step % 50 == 0:
-                print(f"epoch {epoch + 1} step {step}/{total} loss {loss.item():.3f} "
+                print(f"epoch {epoch + 1} step {step}/{args.epochs * steps_per_epoch} loss {loss.item():.3f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
         accuracy = dict(zip(UPSTREAM_ATTRIBUTES, (100 * correct / seen).round(decimals=1).tolist()))
         print(f"epoch {epoch + 1} train accuracy per attribute: {accuracy}", flush=True)

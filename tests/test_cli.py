@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peftbench.cli import app
+from peftbench.store import Store
 
 from conftest import write_vtab_task
 
@@ -18,7 +19,7 @@ def invoke(*args: str):
 
 
 def records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("**/*.json"))]
+    return list(Store(out).records())
 
 
 def assert_one_line_error(result, *fragments: str, code: int | None = None):
@@ -37,7 +38,7 @@ def test_run_records_then_skips_then_forces_and_reports(vtab_root: Path, tmp_pat
             "--data-root", vtab_root, "--epochs", "2", "--batch-size", "16", "--out", out, "--set", "warmup_epochs=1"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    assert "2 run(s) finished, 0 skipped, 0 failed" in result.stdout
+    assert "2 unit(s) finished, 0 skipped, 0 failed" in result.stdout
     full, linear = sorted(records(out), key=lambda r: r["spec"]["method"])
     for record in (full, linear):
         assert record["status"] == "ok" and record["schema"] == 1
@@ -56,9 +57,9 @@ def test_run_records_then_skips_then_forces_and_reports(vtab_root: Path, tmp_pat
     assert full["spec"]["settings"]["lr"] == 1e-4 and linear["spec"]["settings"]["lr"] == 1e-2
 
     again = invoke(*args)
-    assert again.exit_code == 0 and "0 run(s) finished, 2 skipped" in again.stdout
+    assert again.exit_code == 0 and "0 unit(s) finished, 2 skipped" in again.stdout
     forced = invoke(*args, "--force", "--method", "linear")
-    assert forced.exit_code == 0 and "2 run(s) finished, 0 skipped" in forced.stdout
+    assert forced.exit_code == 0 and "2 unit(s) finished, 0 skipped" in forced.stdout
 
     report = invoke("report", "--suite", "vtab", "--results", out, "--out", tmp_path / "board.md")
     assert report.exit_code == 0, report.output
@@ -79,11 +80,15 @@ def test_a_failing_task_is_recorded_and_the_sweep_goes_on(vtab_root: Path, tmp_p
     by_task = {r["spec"]["task"]: r for r in records(out)}
     assert by_task["dtd"]["status"] == "ok"
     assert by_task["cifar"]["status"] == "failed" and "test.txt:2" in by_task["cifar"]["reason"]
-    # the failed run is retried on the next invocation; the finished one is not
+    # a rerun skips the failed unit (with a warning) unless --retry-failed; the finished one is never rerun
     (vtab_root / "cifar" / "test.txt").write_text("images/test/000000.jpg 0\nimages/test/000001.jpg 1\n")
-    retry = invoke("run", "-m", "linear", "-s", "vtab", "-t", "cifar", "-t", "dtd", *MICRO, "--data-root", vtab_root,
-                   "--epochs", "1", "--out", out, "--set", "warmup_epochs=0")
-    assert retry.exit_code == 0 and "1 run(s) finished, 1 skipped, 0 failed" in retry.stdout
+    args = ["run", "-m", "linear", "-s", "vtab", "-t", "cifar", "-t", "dtd", *MICRO, "--data-root", vtab_root,
+            "--epochs", "1", "--out", out, "--set", "warmup_epochs=0"]
+    again = invoke(*args)
+    assert again.exit_code == 0 and "0 unit(s) finished, 2 skipped" in again.stdout
+    assert "1 unit(s) failed in an earlier run and were skipped; --retry-failed reruns them" in again.stderr
+    retry = invoke(*args, "--retry-failed")
+    assert retry.exit_code == 0 and "1 unit(s) finished, 1 skipped, 0 failed" in retry.stdout
 
 
 def _break(root: Path, how: str) -> None:
@@ -125,7 +130,7 @@ def test_bad_data_gives_one_line_errors_with_paths(vtab_root: Path, tmp_path: Pa
      (["-m", "linear", "-s", "vtab", "--set", "=3"], ["malformed --set '=3'"]),
      (["-m", "linear", "-s", "vtab", "--set", "rank=8"], ["unknown setting 'rank'", "valid settings:", "lr"]),
      (["-m", "linear", "-s", "vtab", "--set", "lr=fast"], ["setting 'lr': expected float, got 'fast'"]),
-     (["-m", "linear", "-s", "vtab", "--set", "optimizer=adam"], ["optimizer must be 'adamw' or 'sgd'"]),
+     (["-m", "linear", "-s", "vtab", "--set", "optimizer=adam"], ["setting 'optimizer' must be one of adamw, sgd"]),
      (["-m", "linear", "-s", "vtab", "--weights", "w.npz", "--no-pretrained"], ["exclude each other"]),
      (["-m", "linear", "-s", "vtab", "--model", "vit_nope"], ["unknown model 'vit_nope'"])],
 )

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from peftbench.store import Store
 from peftbench import backbone
 from peftbench.cli import app
 from peftbench.suites import get_suite
@@ -33,7 +34,7 @@ def demo_linear_run(tmp_path_factory) -> list[dict]:
                                       "--data-root", str(base / "data"), "--out", str(base / "results")])
     assert result.exit_code == 0, result.output
     assert all((base / "data" / "demo" / t.name / "test.txt").is_file() for t in DEMO.tasks)  # generated on first use
-    return [json.loads(p.read_text()) for p in sorted((base / "results").glob("**/*.json"))]
+    return list(Store(base / "results").records())
 
 
 def test_linear_probe_on_shipped_weights_learns_every_demo_task(demo_linear_run):

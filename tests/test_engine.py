@@ -75,11 +75,22 @@ def test_same_seed_gives_identical_results_on_cpu(four_colours):
 
 def test_warmup_then_cosine_schedule():
     cfg = TrainConfig(epochs=10, lr=1.0, warmup_lr=0.0, min_lr=0.0, warmup_epochs=2)
-    assert learning_rate(0, 100, 20, cfg) == 0.0
-    assert learning_rate(10, 100, 20, cfg) == pytest.approx(0.5)
-    assert learning_rate(20, 100, 20, cfg) == pytest.approx(1.0)
-    assert learning_rate(60, 100, 20, cfg) == pytest.approx(0.5)
-    assert learning_rate(100, 100, 20, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(0, 10, cfg) == 0.0
+    assert learning_rate(10, 10, cfg) == pytest.approx(0.5)
+    assert learning_rate(20, 10, cfg) == pytest.approx(1.0)
+    assert learning_rate(60, 10, cfg) == pytest.approx(0.5)
+    assert learning_rate(100, 10, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cooldown_epochs_stay_at_min_lr_and_restarts_repeat_the_cosine():
+    cooldown = TrainConfig(epochs=10, lr=1.0, min_lr=0.01, warmup_epochs=0, cooldown_epochs=2)
+    assert cooldown.total_epochs == 12
+    assert [learning_rate(step, 10, cooldown) for step in (100, 110, 119)] == pytest.approx([0.01] * 3)
+    restarts = TrainConfig(epochs=20, lr=1.0, warmup_lr=0.0, min_lr=0.0, warmup_epochs=2,
+                           schedule="cosine-restarts", restart_epochs=5)
+    assert learning_rate(20, 10, restarts) == pytest.approx(1.0)  # warm-up ends
+    assert learning_rate(45, 10, restarts) == pytest.approx(0.5)  # half a period later
+    assert learning_rate(70, 10, restarts) == pytest.approx(1.0)  # restarted after 5 epochs
 
 
 def test_biases_norms_and_tokens_take_no_weight_decay():

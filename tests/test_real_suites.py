@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from peftbench.store import Store
 from peftbench.cli import app
 from peftbench.suites import get_suite
 
@@ -35,7 +36,7 @@ def test_one_linear_run_per_task_writes_a_record_each(tree, tmp_path: Path):
                                  "--model", "vit_micro_patch4_32", "--no-pretrained", "--epochs", "1",
                                  "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    records = [json.loads(p.read_text()) for p in tmp_path.glob("**/*.json")]
+    records = list(Store(tmp_path).records())
     expected = get_suite(suite)
     assert sorted(r["spec"]["task"] for r in records) == sorted(t.name for t in expected.tasks)
     assert all(r["status"] == "ok" and r["spec"]["train_split"] == expected.train_split for r in records)
@@ -62,8 +63,8 @@ def test_fgvc_runs_under_rlrr_recipe_record_it(tmp_path: Path):
                                  "--model", "vit_micro_patch4_32", "--no-pretrained", "--epochs", "1", "--recipe", "rlrr-fgvc",
                                  "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("**/*.json")]
+    (record,) = list(Store(tmp_path / "r").records())
     assert record["spec"]["recipe"] == "rlrr-fgvc" and record["data"]["recipe"]["mean_std"] == [[0.5] * 3, [0.5] * 3]
     assert not record["used_cached_features"]  # crops and flips change the inputs every epoch
     bad = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "--recipe", "nope", "--data-root", str(tmp_path)])
-    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vtab-resize-hflip, vpt-fgvc, rlrr-fgvc" in bad.stderr
+    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vtab-resize-hflip, vtab-resize-half" in bad.stderr

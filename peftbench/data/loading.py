@@ -59,7 +59,7 @@ def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size
     """`split` of `task` from the decode-once cache, decoded (and fingerprinted) on first use."""
     images, labels, sources = read_split(suite, task, split, data_root)
     key = cache.split_key(sources, {"split": split, "folder": str(sources[0].parent.resolve()),
-                                    "input_size": image_size, "decoder": DECODER_VERSION, **recipe.describe()})
+                                    "input_size": image_size, "decoder": DECODER_VERSION, **recipe.decoding()})
 
     def build() -> tuple:
         return decode_for_recipe(images, recipe, image_size), np.asarray(labels, dtype=np.int64)

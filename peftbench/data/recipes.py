@@ -30,17 +30,29 @@ class Recipe:
     def describe(self) -> dict:
         return asdict(self)
 
+    def decoding(self) -> dict:
+        """What the decode-once cache depends on (recipes differing only in flips or mean/std share entries)."""
+        return {"resize": self.resize, "scale": self.scale, "crop": self.crop}
+
+
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
 
 RECIPES = {
     # VTAB-1k as VPT, NOAH, SSF and RLRR: bicubic resize to the input size, nothing else.
     "vtab-resize": Recipe("vtab-resize", resize="square", scale=1.0, crop=False, hflip=False),
     # ... plus a random horizontal flip, for the tasks whose published settings flip (RLRR's hflip column).
     "vtab-resize-hflip": Recipe("vtab-resize-hflip", resize="square", scale=1.0, crop=False, hflip=True),
+    # The same with mean = std = 0.5 whatever the backbone's config says (RLRR's train_vtab.py, SSF's scripts).
+    "vtab-resize-half": Recipe("vtab-resize-half", resize="square", scale=1.0, crop=False, hflip=False, mean_std=HALF),
+    "vtab-resize-hflip-half": Recipe("vtab-resize-hflip-half", resize="square", scale=1.0, crop=False, hflip=True, mean_std=HALF),
+    # ... with ImageNet mean/std (NOAH's VTAB-1k baselines LoRA-8, Adapter-8).
+    "vtab-resize-imagenet": Recipe("vtab-resize-imagenet", resize="square", scale=1.0, crop=False, hflip=False, mean_std=IMAGENET),
     # FGVC as VPT: Resize(256) (shorter side) + RandomCrop(224) + flip; test CentreCrop(224).
     "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True),
     # FGVC as RLRR's train_fgvc.py: square Resize((256, 256)) + RandomCrop(224) + flip, mean = std = 0.5.
-    "rlrr-fgvc": Recipe("rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True,
-                        mean_std=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+    "rlrr-fgvc": Recipe("rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True, mean_std=HALF),
 }
 
 

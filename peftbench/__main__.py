@@ -1,0 +1,4 @@
+"""`python -m peftbench` runs the CLI."""
+from .cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Protocols: how a run request becomes units of work, each with a stable key.
+
+- `default`: each method's default settings, trained on the suite's train split, test once.
+- `paper`: each method's published settings per task (peftbench.paper), trained and tested as default.
+- `tune`: a grid of trials (train on train800, score val200), then one final run per seed with the
+  chosen setting (train800val200, test once). A final waits for its trials.
+- `best-test` (opt-in): as `paper` where the method has published settings, else `default`, but
+  the test split is evaluated every `eval_every` epochs and the maximum is recorded, labelled
+  test-selected; kept apart from the other protocols in every table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from . import paper, tuning
+from .errors import PeftbenchError
+from .registry import get_method
+from .settings import check_keys, resolve
+from .spec import RunSpec
+from .suites import Task
+
+PROTOCOLS = ("default", "paper", "tune", "best-test")
+VPT_SEEDS = (42, 44, 82, 100, 800)  # VPT's five seeds; `--seeds N` takes the first N
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One unit of a sweep: a `run` (default, paper, best-test), a tune `trial` or a tune `final`.
+
+    A final's spec holds the settings before the grid's values are chosen; `trials` are the keys
+    of the trial units it waits for and `points` their grid points, in the same order.
+    """
+
+    kind: str
+    spec: RunSpec
+    trials: tuple[str, ...] = ()
+    points: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    point: tuple[tuple[str, Any], ...] = ()  # a trial's grid point
+
+    @property
+    def key(self) -> str:
+        if self.kind != "final":
+            return self.spec.key
+        canonical = json.dumps([self.spec.key, list(self.trials)], separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        s = self.spec
+        if self.kind == "trial":
+            shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.point)
+            return f"{s.suite}/{s.task} {s.method} trial {shown}"
+        suffix = " (tune final)" if self.kind == "final" else ""
+        return f"{s.suite}/{s.task} {s.method} seed {s.seed}{suffix}"
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest stores of the unit."""
+        s = self.spec
+        return {"key": self.key, "kind": self.kind, "suite": s.suite, "task": s.task, "method": s.method,
+                "seed": s.seed, "protocol": s.protocol, "trials": list(self.trials)}
+
+
+def check_protocol(name: str) -> str:
+    if name not in PROTOCOLS:
+        raise PeftbenchError(f"unknown protocol '{name}'; valid protocols: {', '.join(PROTOCOLS)}")
+    return name
+
+
+def seeds_from(seeds: list[int] | None, count: int | None) -> list[int]:
+    """`--seed` values, or the first `--seeds N` of VPT's seeds, or 42."""
+    if seeds and count is not None:
+        raise PeftbenchError("--seed and --seeds exclude each other; give one")
+    if count is not None:
+        if not 1 <= count <= len(VPT_SEEDS):
+            raise PeftbenchError(f"--seeds must be within 1..{len(VPT_SEEDS)} (VPT's seeds {VPT_SEEDS}), got {count}")
+        return list(VPT_SEEDS[:count])
+    return list(dict.fromkeys(seeds or [42]))
+
+
+def plan(request, weights_identity: str) -> list:
+    """Every unit of `request` in task, method, (trials then finals | seed) order."""
+    method_classes = [get_method(name) for name in request.methods]
+    check_keys({**request.overrides, **(request.grid or {})}, method_classes)
+    units: list[Unit] = []
+    for task in request.tasks:
+        for cls in method_classes:
+            settings, recipe = _settings(request, cls, task)
+            template = RunSpec(request.suite.name, task.name, cls.name, request.model, weights_identity,
+                               request.seeds[0], settings, protocol=request.protocol,
+                               train_split=request.suite.train_split, eval_split=request.suite.eval_split,
+                               recipe=recipe)
+            if request.protocol == "tune":
+                units.extend(_tune_units(request, cls, template))
+            else:
+                units.extend(Unit("run", dataclasses.replace(template, seed=seed)) for seed in request.seeds)
+    return units
+
+
+def _settings(request, cls: type, task: Task) -> tuple[dict[str, Any], str]:
+    """The resolved settings and recipe of one method on one task under the request's protocol."""
+    suite, recipe = request.suite, request.recipe or request.suite.recipe
+    published: dict[str, Any] = {}
+    if request.protocol == "paper" or request.protocol == "best-test":
+        try:
+            found = paper.published(cls.name, suite, task)
+            published, recipe = found.settings, request.recipe or found.recipe
+        except PeftbenchError:
+            if request.protocol == "paper":
+                raise
+    train_cfg, options = resolve(cls, suite.defaults, {**published, **request.overrides})
+    settings = {**dataclasses.asdict(train_cfg), **options}
+    if request.protocol == "best-test":
+        settings["eval_every"] = request.eval_every
+        settings["settings_source"] = "paper" if published else "default"
+    return settings, recipe
+
+
+def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
+    grid = tuning.method_grid(cls, request.suite, template.settings, request.grid or {})
+    per_256 = cls.tune_lr_per_256 and not (request.suite.tune_lr_factors and not request.grid)
+    train_split, eval_split = request.suite.tune_splits
+    trials = []
+    for point in tuning.grid_points(grid):
+        settings = tuning.trial_settings(cls, template.settings, point, per_256)
+        spec = dataclasses.replace(template, settings=settings, train_split=train_split, eval_split=eval_split)
+        trials.append(Unit("trial", spec, point=tuple(point.items())))
+    keys = tuple(t.key for t in trials)
+    points = tuple(t.point for t in trials)
+    finals = [Unit("final", dataclasses.replace(template, seed=seed), trials=keys, points=points) for seed in request.seeds]
+    return trials + finals
+
+
+def final_spec(unit: Unit, trial_records: list[dict[str, Any]]) -> tuple[RunSpec, dict[str, Any]]:
+    """The spec a tune final runs with, and the selection it records, from its trials' records."""
+    trials = []
+    for point, record in zip(unit.points, trial_records):
+        entry = {"point": dict(point), "settings": record["spec"]["settings"], "status": record["status"],
+                 "key": record["key"]}
+        if record["status"] == "ok":
+            entry["val_top1"] = record["metrics"]["val_top1"]
+        else:
+            entry["reason"] = record.get("reason", "")
+        trials.append(entry)
+    best = tuning.choose(trials)
+    chosen = {k: best["settings"][k] for k in best["point"]}
+    spec = dataclasses.replace(unit.spec, settings={**unit.spec.settings, **chosen})
+    selection = {"chosen_point": best["point"], "chosen_settings": chosen, "val_top1": best["val_top1"],
+                 "trials": [{k: v for k, v in t.items() if k != "settings"} for t in trials]}
+    return spec, selection

@@ -1,0 +1,39 @@
+"""`peftbench status`: done / failed / running / pending units per method and task, from the
+sweeps' manifests and the records (a unit is running while a live process claims it)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .manifest import live_claims, manifests
+from .store import Store
+
+STATES = ("done", "failed", "running", "pending")
+
+
+def unit_states(root: Path, suite: str | None = None) -> pd.DataFrame:
+    """One row per unit of every sweep under `root` (a unit in several sweeps counts once)."""
+    store = Store(root)
+    rows = {}
+    for sweep in manifests(root):
+        held = live_claims(root, sweep["sweep"])
+        for unit in sweep["units"]:
+            if suite and unit["suite"] != suite:
+                continue
+            record = store.get(unit)
+            if record is not None:
+                state = "done" if record.get("status") == "ok" else "failed"
+            else:
+                state = "running" if unit["key"] in held else "pending"
+            rows[unit["key"]] = {**{k: unit[k] for k in ("suite", "task", "method", "protocol", "kind")}, "state": state}
+    columns = ["suite", "task", "method", "protocol", "kind", "state"]
+    return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def summarise(units: pd.DataFrame) -> pd.DataFrame:
+    """Counts of each state per (suite, method, protocol, task), with a total column."""
+    counts = units.groupby(["suite", "method", "protocol", "task", "state"], sort=False).size().unstack("state", fill_value=0)
+    counts = counts.reindex(columns=list(STATES), fill_value=0)
+    counts["total"] = counts.sum(axis=1)
+    return counts.reset_index()
