@@ -66,7 +66,7 @@ class Session:
 
 
 def start_session(root: Path, sweep_id: str, request_payload: dict[str, Any], todo: list[str]) -> Session:
-    session = Session(f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", sweep_id, Path(root),
+    session = Session(f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", sweep_id, Path(root).absolute(),
                       request_payload, tuple(todo))
     session.path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(session.path, {"id": session.id, "sweep": sweep_id, "created": _now(),

@@ -67,8 +67,9 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _row_label(method: str, backbone: str, several_backbones: bool) -> str:
-    return f"{method} [{backbone}]" if several_backbones else method
+def _row_label(method: str, backbone: str, protocol: str, several_backbones: bool, several_protocols: bool) -> str:
+    label = f"{method} [{backbone}]" if several_backbones else method
+    return f"{label} ({protocol})" if several_protocols else label
 
 
 def _newest_settings(cell: pd.DataFrame) -> pd.DataFrame:
@@ -85,6 +86,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
         return Leaderboard(suite, pd.DataFrame(columns=task_names), ["no finished runs for this suite"])
     runs = runs.assign(backbone=runs["model"] + " (" + runs["weights"].str.slice(0, 12) + ")")
     several = runs["backbone"].nunique() > 1
+    several_protocols = runs["protocol"].nunique() > 1
     cells = (
         runs.groupby(["method", "backbone", "protocol", "task"], group_keys=False)[runs.columns.tolist()]
         .apply(_newest_settings)
@@ -97,7 +99,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
     )
     rows, spreads = [], []
     for (method, backbone, protocol), part in summary.groupby(["method", "backbone", "protocol"], sort=False):
-        label = _row_label(method, backbone, several)
+        label = _row_label(method, backbone, protocol, several, several_protocols)
         by_task = part.set_index("task")
         row: dict[str, Any] = {"Method": label, **_means(suite, by_task["top1"])}
         complete = all(name in by_task.index for name in task_names)

@@ -34,8 +34,10 @@ class RunRequest:
         out = dataclasses.asdict(self)
         out["suite"] = self.suite.name
         out["tasks"] = [t.name for t in self.tasks]
-        for name in ("weights", "data_root", "cache_dir"):
-            out[name] = None if out[name] is None else str(out[name])
+        for name in ("data_root", "cache_dir"):  # absolute: workers may start elsewhere
+            out[name] = None if out[name] is None else str(Path(out[name]).absolute())
+        if out["weights"] not in (None, "default"):
+            out["weights"] = str(Path(out["weights"]).absolute())
         return out
 
     @classmethod

@@ -98,3 +98,42 @@ def test_csv_and_json_carry_the_same_numbers():
     payload = json.loads(render(board, "json"))
     assert payload["suite"] == "vtab1k"
     assert payload["rows"][0][FLAT_MEAN] == pytest.approx(1416.2 / 19)
+
+
+DEMO = get_suite("demo")
+SEED_VALUES = {"textures": (80.0, 84.0), "landcover": (90.0, 90.0), "count": (50.0, 60.0), "position": (70.0, 74.0)}
+
+
+def _demo_record(task: str, seed: int, top1: float) -> dict:
+    record = _record(task, top1, seed=seed, method="lora", classes=5)
+    record["spec"]["suite"] = "demo"
+    return record
+
+
+def test_seeds_give_mean_and_std_per_task_and_the_std_of_the_suite_mean():
+    records = [_demo_record(task, seed, value) for task, values in SEED_VALUES.items()
+               for seed, value in zip((42, 44), values)]
+    board = build_leaderboard(runs_frame(records), DEMO)
+    row, spread = board.table.loc["lora"], board.spread.loc["lora"]
+    assert row["count"] == pytest.approx(55.0) and spread["count"] == pytest.approx(50 ** 0.5)  # sample std
+    assert spread["landcover"] == 0.0
+    assert row[FLAT_MEAN] == pytest.approx(74.75)
+    assert spread[FLAT_MEAN] == pytest.approx(4.5 / 2 ** 0.5)  # per-seed flat means 72.5 and 77.0
+    assert row[GROUP_MEAN] == pytest.approx(78.5)
+    assert spread[GROUP_MEAN] == pytest.approx(((84.0 + 90 + 67) / 3 - (80.0 + 90 + 60) / 3) / 2 ** 0.5)
+    assert row["Seeds"] == 2
+    line = next(l for l in render(board, "md").splitlines() if l.startswith("| lora"))
+    assert "55.0 ± 7.1" in line and "74.8 ± 3.2" in line and "90.0 ± 0.0" in line
+    assert render(board, "csv").splitlines()[0].startswith("Method,textures,textures std,landcover,landcover std")
+
+
+def test_trials_never_enter_a_table_and_best_test_rows_use_their_maximum():
+    trial = _demo_record("textures", 42, 99.0)
+    trial["kind"] = "trial"
+    best = _demo_record("textures", 42, 60.0)
+    best["spec"]["protocol"] = "best-test"
+    best["metrics"]["best_test_top1"] = 66.0
+    board = build_leaderboard(runs_frame([_demo_record("textures", 42, 61.0), trial, best]), DEMO)
+    assert board.table.loc["lora (default)", "textures"] == 61.0
+    assert board.table.loc["lora (best-test)", "textures"] == 66.0 and len(board.table) == 2
+    assert any("test-selected" in note for note in board.notes)
