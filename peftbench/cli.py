@@ -222,10 +222,13 @@ def status(
             raise PeftbenchError(f"no sweep manifests under {results}/.sweeps" + (f" for suite {name}" if name else ""))
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    table = Table("suite", "method", "protocol", "task", *STATES, "total")
-    for row in summarise(units).itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+    for (suite_name, protocol_name), part in summarise(units).groupby(["suite", "protocol"], sort=False):
+        table = Table(title=f"{suite_name} · protocol {protocol_name}", title_justify="left")
+        for header in ("method", "task", *STATES, "total"):
+            table.add_column(header, no_wrap=True, justify="left" if header in ("method", "task") else "right")
+        for row in part.itertuples(index=False):
+            table.add_row(row.method, row.task, *(str(getattr(row, name)) for name in (*STATES, "total")))
+        console.print(table)
     totals = units["state"].value_counts()
     console.print(", ".join(f"{totals.get(s, 0)} {s}" for s in STATES) + f" of {len(units)} unit(s)")
 

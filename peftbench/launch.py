@@ -57,7 +57,7 @@ def submit_slurm(session: Session, options: SlurmOptions) -> list[Any]:
     try:
         import submitit
     except ImportError:
-        raise PeftbenchError("--launcher slurm needs submitit: pip install 'peftbench[slurm]'") from None
+        raise PeftbenchError("--launcher slurm needs submitit (a peftbench dependency): pip install submitit") from None
     executor = submitit.AutoExecutor(folder=sweep_dir(session.root, session.sweep) / "submitit" / "%j",
                                      cluster=options.cluster or "slurm")
     parameters: dict[str, Any] = {"name": f"peftbench-{session.sweep}", "timeout_min": options.time_minutes,
