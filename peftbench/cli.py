@@ -42,6 +42,8 @@ class ReportFormat(str, Enum):
     md = "md"
     csv = "csv"
     json = "json"
+    latex = "latex"
+    html = "html"
 
 
 class ParamsFormat(str, Enum):
@@ -233,15 +235,25 @@ def status(
     console.print(", ".join(f"{totals.get(s, 0)} {s}" for s in STATES) + f" of {len(units)} unit(s)")
 
 
+class Reference(str, Enum):
+    none = "none"
+    paper = "paper"
+
+
 @app.command()
 def report(
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite (default: every suite with records)."),
     results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder to read records from."),
     out: Optional[Path] = typer.Option(None, help="Also write the report to this file."),
     format: ReportFormat = typer.Option(ReportFormat.md, "--format", "-f", help="Output format."),
+    reference: Reference = typer.Option(Reference.none, help="paper: add the published rows and like-for-like deltas."),
+    plot: Optional[Path] = typer.Option(None, help="Write mean accuracy against trainable parameters (.png or .svg)."),
+    plot_time: Optional[Path] = typer.Option(None, help="Write mean accuracy against training time (.png or .svg)."),
+    heatmap: Optional[Path] = typer.Option(None, help="Write per-task deltas against --baseline (.png or .svg)."),
+    baseline: Optional[str] = typer.Option(None, help="The row the heat map compares with, e.g. linear."),
 ) -> None:
-    """Render leaderboards from the records under --results."""
-    from .report import build_leaderboard, render, runs_frame
+    """Render leaderboards from the records under --results (and plots with --plot / --heatmap)."""
+    from .report import TRAIN_TIME, build_leaderboard, render, runs_frame
     from .store import Store
     from .suites import all_suites, get_suite
 
@@ -249,12 +261,30 @@ def report(
         suites = [get_suite(suite)] if suite else list(all_suites().values())
         if not results.is_dir():
             raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
+        if (plot or plot_time or heatmap) and len(suites) != 1:
+            raise PeftbenchError("--plot, --plot-time and --heatmap need one --suite")
+        if heatmap and not baseline:
+            raise PeftbenchError("--heatmap needs --baseline ROW, e.g. --baseline linear")
         runs = runs_frame(Store(results).records())
         boards = [build_leaderboard(runs, s) for s in suites]
         if not suite:
             boards = [b for b in boards if not b.is_empty]
-        if not boards:
-            raise PeftbenchError(f"no finished records under {results}")
+        if not boards or boards[0].is_empty:
+            raise PeftbenchError(f"no finished records under {results}" + (f" for suite {suite}" if suite else ""))
+        if plot or plot_time or heatmap:
+            from . import plots
+
+            if plot:
+                plots.pareto_plot(boards[0], plot)
+            if plot_time:
+                minutes = boards[0].efficiency[TRAIN_TIME].dropna()
+                plots.accuracy_vs_time_plot(boards[0], (minutes * 60).to_dict(), plot_time)
+            if heatmap:
+                plots.delta_heatmap(boards[0], baseline, heatmap)
+        if reference is Reference.paper:
+            from .references import with_published
+
+            boards = [with_published(b) for b in boards]
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     text = "\n".join(render(b, format.value) for b in boards)

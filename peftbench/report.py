@@ -34,6 +34,9 @@ class Leaderboard:
     table: pd.DataFrame  # index: row label; numeric columns, NaN where missing
     notes: list[str] = field(default_factory=list)
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # std over seeds, same labels; NaN with one seed
+    efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # per row: time, throughput, memory, device
+    provenance: list[str] = field(default_factory=list)  # what regenerates the table
+    row_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> method, model, protocol of our rows
 
     @property
     def is_empty(self) -> bool:
@@ -62,9 +65,33 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "top1": metrics["best_test_top1"] if spec["protocol"] == "best-test" else metrics["test_top1"],
                 "trainable": record["params"]["trainable"],
                 "trainable_without_head": record["params"]["trainable_without_head"],
+                **_efficiency_fields(record),
+                **_provenance_fields(record),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _efficiency_fields(record: dict[str, Any]) -> dict[str, Any]:
+    timing, data = record.get("timing", {}), record.get("data", {})
+    eval_seconds, eval_size = timing.get("eval_seconds"), data.get("eval_size")
+    return {
+        "train_seconds": timing.get("train_seconds", float("nan")),
+        "train_images_per_second": timing.get("train_images_per_second", float("nan")),
+        # a head-only run evaluated cached features: its eval time says nothing about inference speed
+        "eval_images_per_second": (eval_size / eval_seconds if eval_seconds and eval_size
+                                   and not record.get("used_cached_features") else float("nan")),
+        "peak_mb": record.get("memory", {}).get("peak_mb", float("nan")),
+        "evaluated_merged": bool(record.get("evaluated_merged", False)),
+        "device": record.get("device", "unknown"),
+    }
+
+
+def _provenance_fields(record: dict[str, Any]) -> dict[str, Any]:
+    fingerprints = record.get("data", {}).get("fingerprints", {}) or {}
+    digests = sorted(f"{split}:{(fp or {}).get('sha256', '?')[:12]}" for split, fp in fingerprints.items())
+    return {"version": record.get("versions", {}).get("peftbench", "?"), "git_commit": record.get("git_commit") or "?",
+            "recipe": record["spec"].get("recipe", "?"), "data": " ".join(digests)}
 
 
 def _row_label(method: str, backbone: str, protocol: str, several_backbones: bool, several_protocols: bool) -> str:
@@ -97,7 +124,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
              trainable_without_head=("trainable_without_head", "mean"))
         .reset_index()
     )
-    rows, spreads = [], []
+    rows, spreads, efficiency, row_runs = [], [], [], {}
     for (method, backbone, protocol), part in summary.groupby(["method", "backbone", "protocol"], sort=False):
         label = _row_label(method, backbone, protocol, several, several_protocols)
         by_task = part.set_index("task")
@@ -110,9 +137,45 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
         rows.append(row)
         runs_of_row = cells[(cells["method"] == method) & (cells["backbone"] == backbone) & (cells["protocol"] == protocol)]
         spreads.append({"Method": label, **by_task["std"].reindex(task_names).to_dict(), **_seed_spread(suite, runs_of_row)})
+        efficiency.append({"Method": label, **_efficiency_row(runs_of_row)})
+        row_runs[label] = {"method": method, "model": runs_of_row["model"].iloc[0], "protocol": protocol}
     table = pd.DataFrame(rows).set_index("Method")
     spread = pd.DataFrame(spreads).set_index("Method").reindex(columns=table.columns)
-    return Leaderboard(suite, table, _notes(suite, table), spread)
+    return Leaderboard(suite, table, _notes(suite, table), spread, pd.DataFrame(efficiency).set_index("Method"),
+                       _provenance(cells), row_runs)
+
+
+TRAIN_TIME = "Train time (min, all tasks)"
+TRAIN_SPEED = "Train images/s"
+PEAK_MEMORY = "Peak memory (GiB)"
+INFERENCE_SPEED = "Inference images/s"
+
+
+def _efficiency_row(runs: pd.DataFrame) -> dict[str, Any]:
+    """Training time summed over tasks (mean over seeds), mean throughputs, the peak memory, the devices."""
+    per_task = runs.groupby("task")["train_seconds"].mean()
+    merged = runs["evaluated_merged"]
+    return {
+        TRAIN_TIME: per_task.sum(min_count=1) / 60,
+        TRAIN_SPEED: runs["train_images_per_second"].mean(),
+        PEAK_MEMORY: runs["peak_mb"].max() / 1024,
+        INFERENCE_SPEED: runs["eval_images_per_second"].mean(),
+        "Inference on": "merged weights" if merged.all() else "unmerged" if not merged.any() else "mixed",
+        "Device": "; ".join(sorted(runs["device"].unique())),
+    }
+
+
+def _provenance(cells: pd.DataFrame) -> list[str]:
+    """Versions, commits, backbones with weights, recipes, data fingerprints and protocols behind the table."""
+    def joined(column: str) -> str:
+        return ", ".join(sorted(str(v) for v in cells[column].unique()))
+
+    lines = [f"peftbench {joined('version')}; git commit {joined('git_commit')}",
+             f"backbones: {', '.join(sorted(set(cells['model'] + ' (weights ' + cells['weights'].str.slice(0, 16) + ')')))}",
+             f"protocols: {joined('protocol')}; recipes: {joined('recipe')}"]
+    data = cells.drop_duplicates("task").sort_values("task")
+    lines.append("data fingerprints (sha256 prefixes): " + "; ".join(f"{r.task} {r.data}" for r in data.itertuples() if r.data))
+    return lines
 
 
 def _means(suite: Suite, top1: pd.Series) -> dict[str, float]:
@@ -188,21 +251,50 @@ def formatted(board: Leaderboard) -> pd.DataFrame:
     return shown
 
 
+FORMATS = ("md", "csv", "json", "latex", "html")
+
+
 def render(board: Leaderboard, fmt: str) -> str:
-    """The leaderboard as Markdown (`md`), CSV (`csv`) or JSON (`json`)."""
+    """The leaderboard as Markdown, CSV, JSON, LaTeX (booktabs) or HTML."""
+    if fmt in ("latex", "html"):
+        from . import tables
+
+        return tables.render_latex(board, board.provenance) if fmt == "latex" else tables.render_html(board, board.provenance)
     if fmt == "md":
-        title = f"## {board.suite.name}: {board.suite.description}\n\n"
-        if board.is_empty:
-            return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
-        shown = formatted(board)
-        table = shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True)
-        return title + table + "\n\n" + "\n".join(f"- {note}" for note in board.notes) + "\n"
+        return _render_markdown(board)
     if fmt == "csv":
         return _with_spread(board).to_csv(float_format="%.4f")
     if fmt == "json":
         rows = json.loads(_with_spread(board).reset_index().to_json(orient="records"))
-        return json.dumps({"suite": board.suite.name, "rows": rows, "notes": board.notes}, indent=2) + "\n"
-    raise ValueError(fmt)
+        efficiency = json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
+        return json.dumps({"suite": board.suite.name, "rows": rows, "efficiency": efficiency, "notes": board.notes,
+                           "provenance": board.provenance}, indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt}; valid formats: {', '.join(FORMATS)}")
+
+
+def _render_markdown(board: Leaderboard) -> str:
+    from .tables import bold_markdown
+
+    title = f"## {board.suite.name}: {board.suite.description}\n\n"
+    if board.is_empty:
+        return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
+    shown = bold_markdown(board, formatted(board))
+    parts = [title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
+             "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."])]
+    if not board.efficiency.empty:
+        parts.append("Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
+                     + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True))
+    parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
+    return "\n\n".join(parts) + "\n"
+
+
+def _efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:
+    def show(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        return MISSING if pd.isna(value) else f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+
+    return efficiency.apply(lambda column: column.map(show))
 
 
 def _with_spread(board: Leaderboard) -> pd.DataFrame:

@@ -1,0 +1,191 @@
+"""Published reference rows (RLRR paper, Tables 1 and 2): loading, recomputed means, pairing rules, deltas."""
+import dataclasses
+import itertools
+import math
+
+import pytest
+
+from peftbench.errors import PeftbenchError
+from peftbench.protocols import PROTOCOLS
+from peftbench.references import (BACKBONES, PublishedRow, deltas, means, pairing, published_rows,
+                                  recomputed_means)
+from peftbench.report import FLAT_MEAN, GROUP_MEAN, group_column
+from peftbench.suites import get_suite
+
+VTAB = get_suite("vtab1k")
+FGVC = get_suite("fgvc")
+ORIG = "vit_base_patch16_224.orig_in21k"
+AUGREG = "vit_base_patch16_224.augreg_in21k"
+OUR_METHODS = ("full", "linear", "bitfit", "lora", "lora_qkv", "adapter", "adaptformer", "ssf", "rlrr",
+               "vpt_shallow", "vpt_deep")
+
+
+def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
+    (row,) = [r for r in published_rows(suite) if r.method == method and r.backbone == backbone]
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize("suite, methods", [
+    (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr"}),
+    (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
+])
+def test_rows_load_with_every_task(suite, methods):
+    rows = published_rows(suite)
+    assert {r.method for r in rows} == methods
+    for row in rows:
+        assert list(row.values) == [t.name for t in suite.tasks]
+        assert all(0 < v <= 100 for v in row.values.values())
+        assert row.backbone in BACKBONES and row.protocol in {"tune", "best-test", "unknown"}
+
+
+def test_cells_and_params_as_printed():
+    rlrr = _row(VTAB, "rlrr")
+    assert (rlrr.values["cifar"], rlrr.values["smallnorb_ele"], rlrr.params_as_printed) == (75.6, 43.6, 0.33)
+    assert rlrr.protocol == "best-test" and _row(VTAB, "vpt_deep").protocol == "tune"
+    assert _row(FGVC, "linear").params_as_printed == 0.18  # head included, as the RLRR paper counts
+    assert _row(FGVC, "lora").protocol == "unknown"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rlrr.method = "x"
+
+
+def test_other_suites_have_no_published_rows():
+    assert published_rows(get_suite("demo")) == []
+
+
+# ------------------------------------------------------------------------------------------------ means
+
+
+def test_rlrr_vtab_means_recomputed_from_cells():
+    m = recomputed_means(_row(VTAB, "rlrr"), VTAB)
+    assert round(m[FLAT_MEAN], 2) == 74.54  # 1416.2 / 19; printed "74.5"
+    assert round(m[GROUP_MEAN], 2) == 76.75  # printed 76.7 by PACE
+    # The printed natural mean is 82.7; the cells give 82.64: proof the printed column is not read.
+    assert [round(m[group_column(g)], 2) for g in VTAB.groups] == [82.64, 85.8, 61.81]
+
+
+def test_single_group_suite_means_coincide():
+    m = recomputed_means(_row(FGVC, "rlrr"), FGVC)
+    assert round(m[FLAT_MEAN], 2) == 90.5  # printed 90.4
+    assert m[FLAT_MEAN] == m[GROUP_MEAN] == m[group_column("fgvc")]
+
+
+def test_means_are_nan_where_a_task_is_missing():
+    values = {t.name: 50.0 for t in VTAB.tasks if t.name != "dmlab"}
+    m = means(values, VTAB)
+    assert m[group_column("natural")] == 50.0 and m[group_column("specialized")] == 50.0
+    assert all(math.isnan(m[k]) for k in (group_column("structured"), FLAT_MEAN, GROUP_MEAN))
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+
+
+def test_same_method_backbone_protocol_is_comparable():
+    p = pairing(_row(VTAB, "rlrr"), "rlrr", ORIG, "best-test")
+    assert p.comparable and p.reason == ""
+    assert pairing(_row(VTAB, "rlrr", "vit_b16_augreg_in21k"), "rlrr", AUGREG, "best-test").comparable
+    assert pairing(_row(VTAB, "vpt_deep"), "vpt_deep", ORIG, "tune").comparable
+    assert pairing(_row(FGVC, "full"), "full", ORIG, "tune").comparable
+
+
+@pytest.mark.parametrize("model", [AUGREG, "vit_base_patch16_224", "vit_base_patch16_224.augreg_in21k_ft_in1k"])
+def test_backbone_must_match(model):
+    p = pairing(_row(VTAB, "rlrr"), "rlrr", model, "best-test")
+    assert not p.comparable and p.reason == f"backbone differs (published vit_b16_in21k, ours {model})"
+
+
+def test_ssf_row_is_augreg():
+    ssf = _row(VTAB, "ssf", "vit_b16_augreg_in21k")
+    assert pairing(ssf, "ssf", ORIG, "best-test").reason == (
+        "backbone differs (published vit_b16_augreg_in21k, ours vit_base_patch16_224.orig_in21k)")
+    assert pairing(ssf, "ssf", AUGREG, "best-test").comparable
+
+
+def test_published_lora_is_noah_fused_qkv():
+    lora = _row(VTAB, "lora")
+    assert pairing(lora, "lora_qkv", ORIG, "best-test").comparable
+    p = pairing(lora, "lora", ORIG, "best-test")
+    assert not p.comparable
+    assert p.reason == "published LoRA row is NOAH's LoRA-8 on the fused qkv (0.29 M), not lora (q/v LoRA)"
+    assert pairing(lora, "full", ORIG, "best-test").reason == "method differs (published lora, ours full)"
+
+
+def test_published_adapter_is_vpts_adapter():
+    adapter = _row(VTAB, "adapter")
+    p = pairing(adapter, "adapter", ORIG, "tune")
+    assert not p.comparable
+    assert p.reason == "published Adapter row is VPT's adapter (0.27 M), not adapter (NOAH's Adapter-8)"
+    assert pairing(_row(FGVC, "adapter"), "adapter", ORIG, "tune").reason == (
+        "published Adapter row is VPT's adapter (0.41 M), not adapter (NOAH's Adapter-8)")
+    assert pairing(adapter, "adaptformer", ORIG, "tune").reason == (
+        "method differs (published adapter, ours adaptformer)")
+
+
+@pytest.mark.parametrize("method, ours, published", [
+    ("rlrr", "tune", "best-over-test"), ("rlrr", "default", "best-over-test"), ("lora", "paper", "best-over-test"),
+    ("vpt_deep", "best-test", "tune"), ("full", "default", "tune"),
+])
+def test_protocol_must_match(method, ours, published):
+    p = pairing(_row(VTAB, method), "lora_qkv" if method == "lora" else method, ORIG, ours)
+    assert not p.comparable and p.reason == f"protocol differs (published {published}, ours {ours})"
+
+
+def test_row_without_stated_protocol_pairs_with_nothing():
+    lora = _row(FGVC, "lora")
+    for method, protocol in itertools.product(("lora", "lora_qkv"), PROTOCOLS):
+        assert pairing(lora, method, ORIG, protocol) == pairing(lora, "x", "y", protocol)
+        assert pairing(lora, method, ORIG, protocol).reason == "published row's protocol is not stated"
+
+
+def test_first_mismatch_is_named():
+    # backbone, method and protocol all differ: the backbone is named
+    assert pairing(_row(VTAB, "ssf", "vit_b16_augreg_in21k"), "lora", ORIG, "tune").reason.startswith("backbone")
+    # method and protocol differ: the method is named
+    assert pairing(_row(VTAB, "rlrr"), "ssf", ORIG, "tune").reason == "method differs (published rlrr, ours ssf)"
+
+
+def test_unknown_protocol_is_an_error():
+    with pytest.raises(PeftbenchError, match="unknown protocol"):
+        pairing(_row(VTAB, "rlrr"), "rlrr", ORIG, "best")
+
+
+@pytest.mark.parametrize("suite", [VTAB, FGVC])
+def test_each_row_pairs_with_at_most_one_of_our_cells(suite):
+    models = (ORIG, AUGREG, "vit_base_patch16_224")
+    for row in published_rows(suite):
+        hits = [c for c in itertools.product(OUR_METHODS, models, PROTOCOLS) if pairing(row, *c).comparable]
+        unpaired = row.method == "adapter" or row.protocol == "unknown"
+        assert len(hits) == (0 if unpaired else 1), (row.method, row.backbone, hits)
+
+
+# ----------------------------------------------------------------------------------------------- deltas
+
+
+def test_deltas_on_a_hand_made_case():
+    rlrr = _row(VTAB, "rlrr")
+    ours = dict(rlrr.values)
+    ours["cifar100"] = ours.pop("cifar") + 1.9  # an alias is accepted
+    ours["dmlab"] -= 3.8
+    d = deltas(ours, rlrr, VTAB)
+    assert d["cifar"] == pytest.approx(1.9) and d["dmlab"] == pytest.approx(-3.8) and d["dtd"] == 0
+    assert d[group_column("natural")] == pytest.approx(1.9 / 7)
+    assert d[group_column("specialized")] == pytest.approx(0)
+    assert d[group_column("structured")] == pytest.approx(-3.8 / 8)
+    assert d[FLAT_MEAN] == pytest.approx(-1.9 / 19)
+    assert d[GROUP_MEAN] == pytest.approx((1.9 / 7 - 3.8 / 8) / 3)
+    assert list(d)[:19] == [t.name for t in VTAB.tasks]
+
+
+def test_deltas_nan_where_ours_is_missing():
+    rlrr = _row(VTAB, "rlrr")
+    d = deltas({"cifar": 80.6, "eurosat": 95.2}, rlrr, VTAB)
+    assert d["cifar"] == pytest.approx(5.0) and d["eurosat"] == 0
+    assert math.isnan(d["svhn"]) and math.isnan(d[FLAT_MEAN]) and math.isnan(d[GROUP_MEAN])
+    assert math.isnan(d[group_column("specialized")])
+
+
+def test_deltas_reject_unknown_tasks():
+    with pytest.raises(PeftbenchError, match="unknown task"):
+        deltas({"imagenet": 80.0}, _row(VTAB, "rlrr"), VTAB)
