@@ -55,8 +55,8 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
     """A booktabs `table*` with group headers, bold best values and the notes as its caption."""
     shown, best = formatted(board), best_cells(board)
     columns = list(shown.columns)
-    lines = [r"% needs \usepackage{booktabs}", r"\begin{table*}[t]", r"\centering", r"\small",
-             r"\setlength{\tabcolsep}{3pt}", r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule"]
+    lines = [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table*}[t]", r"\centering",
+             r"\resizebox{\textwidth}{!}{%", r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule"]
     spans, position, rules = column_groups(board), 2, []
     header = [""]
     for title, members in spans:
@@ -74,7 +74,7 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
             cells.append(rf"\textbf{{{text}}}" if (label, column) in best else text)
         lines.append(" & ".join(cells) + r" \\")
     caption = " ".join(board.notes).replace(MISSING, "--")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(board.suite.description)}. {latex_escape(caption)}}}",
+    lines += [r"\bottomrule", r"\end{tabular}}", rf"\caption{{{latex_escape(board.suite.description)}. {latex_escape(caption)}}}",
               r"\end{table*}"]
     lines += [f"% {line}" for line in provenance]
     return "\n".join(lines) + "\n"
