@@ -8,6 +8,7 @@ import os
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+
 import pytest
 
 from peftbench.report import build_leaderboard, render, runs_frame
@@ -108,3 +109,26 @@ def test_reference_paper_adds_published_rows_and_deltas_only_like_with_like():
     assert any("no delta" in n and "NOAH's LoRA-8" in n for n in board.notes)
     markdown = render(board, "md")
     assert "Params (M) as printed" in markdown and "| Δ rlrr − published" in markdown
+
+
+def test_report_command_writes_latex_and_plots_from_stored_records(tmp_path: Path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from peftbench.cli import app
+    from peftbench.store import Store
+
+    store = Store(tmp_path / "results")
+    for method, tasks in TOP1.items():
+        for task, values in tasks.items():
+            for seed, value in zip((42, 44), values):
+                store.put(_record(method, task, seed, value))
+    result = CliRunner().invoke(app, ["report", "--suite", "demo", "--results", str(store.root), "--format", "latex",
+                                      "--plot", str(tmp_path / "pareto.png"), "--heatmap", str(tmp_path / "d.svg"),
+                                      "--baseline", "linear"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (GOLDEN / "demo_leaderboard.tex").read_text()
+    with Image.open(tmp_path / "pareto.png") as image:
+        assert image.width > 600 and len(image.convert("RGB").getcolors(1 << 24)) > 10
+    missing = CliRunner().invoke(app, ["report", "--suite", "demo", "--results", str(store.root), "--heatmap", "x.png"])
+    assert missing.exit_code == 2 and "--heatmap needs --baseline" in missing.stderr
