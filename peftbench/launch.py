@@ -15,7 +15,7 @@ from .errors import PeftbenchError
 from .manifest import Session, sweep_dir
 from .protocols import Unit
 from .store import Store
-from .sweep import SweepOutcome
+from .sweep import SweepOutcome, note_skipped
 
 
 def worker_command(session: Session, name: str) -> list[str]:
@@ -80,9 +80,7 @@ def outcome_of(session: Session, units: list[Unit], store: Store) -> SweepOutcom
     for unit in units:
         record = store.get(unit)
         if unit.key not in todo:
-            outcome.skipped.append(unit)
-            if record and record.get("status") == "failed":
-                outcome.skipped_failed.append((unit, record.get("reason", "")))
+            note_skipped(outcome, unit, record)
         elif record is None or record.get("session") != session.id:
             outcome.failed.append((unit, "not run: its worker stopped before it (rerun the command to resume)"))
         elif record["status"] == "ok":

@@ -151,13 +151,7 @@ def means(values: Mapping[str, float], suite: Suite) -> dict[str, float]:
     Keys are the leaderboard's column names (peftbench.report). Both suite means are given, labelled,
     because papers mix them (README: "Mean"): RLRR/SSF/VPT print the flat one, NOAH/PACE the other.
     """
-    cell = lambda name: values.get(name, math.nan)  # noqa: E731
-    result = {}
-    for group in suite.groups:
-        result[report.group_column(group)] = fmean(cell(t.name) for t in suite.tasks if t.group == group)
-    result[report.FLAT_MEAN] = fmean(cell(t.name) for t in suite.tasks)
-    result[report.GROUP_MEAN] = fmean(result[report.group_column(g)] for g in suite.groups)
-    return result
+    return report.suite_means(values, suite)
 
 
 def recomputed_means(row: PublishedRow, suite: Suite) -> dict[str, float]:

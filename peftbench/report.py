@@ -10,8 +10,10 @@ val) never enter a table; best-test rows show the test-selected maximum and are 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from statistics import fmean
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
@@ -178,21 +180,22 @@ def _provenance(cells: pd.DataFrame) -> list[str]:
     return lines
 
 
+def suite_means(values: Mapping[str, float], suite: Suite) -> dict[str, float]:
+    """Every group mean, the flat mean over tasks and the mean of group means (NaN where a task is missing)."""
+    cell = lambda name: values.get(name, math.nan)  # noqa: E731
+    result = {group_column(g): fmean(cell(t.name) for t in suite.tasks if t.group == g) for g in suite.groups}
+    result[FLAT_MEAN] = fmean(cell(t.name) for t in suite.tasks)
+    result[GROUP_MEAN] = fmean(result[group_column(g)] for g in suite.groups)
+    return result
+
+
 def _means(suite: Suite, top1: pd.Series) -> dict[str, float]:
-    """Per-task values, group means, the flat mean and the mean of group means (NaN where a task is missing)."""
-    task_names = [t.name for t in suite.tasks]
-    row = {name: top1.get(name, float("nan")) for name in task_names}
-    group_means = []
-    for group in suite.groups:
-        members = [t.name for t in suite.tasks if t.group == group]
-        mean = top1.reindex(members).mean(skipna=False)
-        group_means.append(mean)
-        if len(suite.groups) > 1:
-            row[group_column(group)] = mean
-    row[FLAT_MEAN] = top1.reindex(task_names).mean(skipna=False)
-    if len(suite.groups) > 1:
-        row[GROUP_MEAN] = pd.Series(group_means).mean(skipna=False)
-    return row
+    """Per-task values and the suite means a table shows (group means only when there are several groups)."""
+    row = {t.name: top1.get(t.name, float("nan")) for t in suite.tasks}
+    means = suite_means(row, suite)
+    if len(suite.groups) == 1:
+        means = {FLAT_MEAN: means[FLAT_MEAN]}
+    return {**row, **means}
 
 
 def _seed_spread(suite: Suite, runs: pd.DataFrame) -> dict[str, float]:

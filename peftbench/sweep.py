@@ -82,11 +82,8 @@ def work(request: RunRequest, store: Store, session: manifest.Session, listener:
     outcome = SweepOutcome()
     for unit in units:
         if unit.key not in todo:
-            record = store.get(unit)
-            outcome.skipped.append(unit)
+            note_skipped(outcome, unit, store.get(unit))
             listener.run_skipped(unit)
-            if record and record.get("status") == "failed":
-                outcome.skipped_failed.append((unit, record.get("reason", "")))
     pending = [u for u in units if u.key in todo]
     device = engine.resolve_device(request.device)
     splits = SplitLoader(request)
@@ -116,6 +113,13 @@ def work(request: RunRequest, store: Store, session: manifest.Session, listener:
         if pending and not ran_one:
             time.sleep(POLL_SECONDS)  # the rest wait for trials or are held by other workers
     return outcome
+
+
+def note_skipped(outcome: SweepOutcome, unit: Unit, record: dict[str, Any] | None) -> None:
+    """Count a unit this session does not run (a failed one among the skipped failures)."""
+    outcome.skipped.append(unit)
+    if record and record.get("status") == "failed":
+        outcome.skipped_failed.append((unit, record.get("reason", "")))
 
 
 def _settled(record: dict[str, Any] | None, session: manifest.Session, todo: set[str], key: str) -> bool:
