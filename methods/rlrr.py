@@ -49,18 +49,13 @@ class RLRRLinear(FoldableWrapper):
     def adapted(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W', b') = (W + (s_out s_inᵀ) ⊙ W, b + f)."""
         weight = self.layer.weight
-        bias = self.bias_shift if self.layer.bias is None else self.layer.bias + self.bias_shift
-        return torch.addcmul(weight, weight, self.rescale()), bias
+        return torch.addcmul(weight, weight, self.rescale()), self.adapted_bias()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Cheapest exact form for training: build W' (O(out·in), once per step) and run ONE matmul
-        # with it; its backward takes two more (grad of x, and gradᵀ x for W', hence s_in, s_out).
-        # The alternative x Wᵀ + s_out ⊙ ((s_in ⊙ x) Wᵀ), even with both inputs concatenated into
-        # one call, takes two matmuls forward and two backward and saves extra N-row activations;
-        # with N = batch × tokens ≫ 1 that costs far more than forming W'. The authors' code
-        # (RLRRLinear.forward) forms W' the same way.
-        weight, bias = self.adapted()
-        return F.linear(x, weight, bias)
+        return RescaledLinear.apply(x, self.layer.weight, self.adapted_bias(), self.s_in, self.s_out, self.groups)
+
+    def adapted_bias(self) -> torch.Tensor:
+        return self.bias_shift if self.layer.bias is None else self.layer.bias + self.bias_shift
 
     @torch.no_grad()
     def fold(self) -> nn.Linear:
@@ -68,6 +63,46 @@ class RLRRLinear(FoldableWrapper):
         self.layer.weight.copy_(weight)
         self.layer.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
         return self.layer
+
+
+class RescaledLinear(torch.autograd.Function):
+    """y = x W'ᵀ + b with W' = W + (s_out s_inᵀ) ⊙ W (per row group), W frozen: a training step
+    within a few per cent of a plain Linear whose weight trains.
+
+    Forward forms W' once (O(out·in)) and runs ONE matmul, as the authors' RLRRLinear.forward;
+    the form x Wᵀ + s_out ⊙ ((s_in ⊙ x) Wᵀ) would double the matmuls. Backward takes the two
+    matmuls a trainable Linear takes (grad of x with W', G = gᵀx for W') and reduces G ⊙ W to the
+    scales with two matrix-vector products: ∂s_out = (G ⊙ W) s_in, ∂s_in = s_outᵀ (G ⊙ W), per
+    group. It saves W' only (autograd would also keep the rescale matrix) and makes three passes
+    over W-sized tensors where autograd makes about seven.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, s_in, s_out, groups: int):
+        out_features, in_features = weight.shape
+        ctx.groups, ctx.input_dtype = groups, x.dtype
+        rows = weight.view(groups, out_features // groups, in_features)
+        adapted = torch.addcmul(rows, rows * s_out.view(groups, -1, 1), s_in.unsqueeze(1)).view_as(weight)
+        if torch.is_autocast_enabled(x.device.type):  # the matmul's precision, as F.linear under autocast
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, adapted, bias = x.to(dtype), adapted.to(dtype), bias.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.linear(x, adapted, bias)
+        ctx.save_for_backward(x, weight, adapted, s_in, s_out)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight, adapted, s_in, s_out = ctx.saved_tensors
+        out_features, in_features = weight.shape
+        grad_y = grad_y.reshape(-1, out_features).to(adapted.dtype)
+        grad_x = (grad_y @ adapted).view(x.shape).to(ctx.input_dtype) if ctx.needs_input_grad[0] else None
+        grad_rescale = (grad_y.t() @ x.reshape(-1, in_features)).to(weight.dtype).mul_(weight)  # G ⊙ W
+        per_group = grad_rescale.view(ctx.groups, out_features // ctx.groups, in_features)
+        grad_s_out = torch.bmm(per_group, s_in.unsqueeze(2)).view_as(s_out)
+        grad_s_in = torch.bmm(s_out.view(ctx.groups, 1, -1), per_group).view_as(s_in)
+        grad_bias = grad_y.sum(0).to(s_out.dtype)
+        return grad_x, None, grad_bias, grad_s_in, grad_s_out, None
 
 
 def _is_qkv(path: str) -> bool:

@@ -89,6 +89,8 @@ def run(
     launcher: Launcher = typer.Option(Launcher.local, help="local: this machine; slurm: a job array through submitit."),
     workers: int = typer.Option(1, help="local: worker processes sharing the CPU; slurm: array tasks."),
     gpus: Optional[str] = typer.Option(None, help="local: one worker per listed GPU, e.g. 0,1,2,3."),
+    runs_per_gpu: int = typer.Option(1, help="Worker processes packed on each GPU (small runs do not fill one); local and slurm."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward (pays off on long GPU runs)."),
     partition: Optional[str] = typer.Option(None, help="slurm: partition."),
     time: int = typer.Option(24 * 60, "--time", help="slurm: time limit per array task, minutes."),
     gpus_per_node: int = typer.Option(1, help="slurm: GPUs per array task."),
@@ -119,8 +121,8 @@ def run(
             raise PeftbenchError("--grid applies to --protocol tune only")
         if eval_every < 1:
             raise PeftbenchError(f"--eval-every must be at least 1, got {eval_every}")
-        if workers < 1:
-            raise PeftbenchError(f"--workers must be at least 1, got {workers}")
+        if workers < 1 or runs_per_gpu < 1:
+            raise PeftbenchError(f"--workers and --runs-per-gpu must be at least 1, got {workers} and {runs_per_gpu}")
         request = RunRequest(
             suite=chosen,
             tasks=chosen.select(task),
@@ -138,21 +140,23 @@ def run(
             grid=parse_grid(grid or []),
             eval_every=eval_every if protocol == "best-test" else 1,
             retry_failed=retry_failed,
+            compile=compile,
         )
-        gpu_list = _gpu_list(gpus)
+        gpu_list = _gpu_list(gpus, runs_per_gpu if launcher is Launcher.local else 1)
         store = Store(out)
         units = plan(request)
         prepare_suite_data(request.suite, request.tasks, request.data_root)
         session = open_session(request, store, units)
         if launcher is Launcher.slurm:
-            _submit(session, workers, len(session.todo), partition, time, gpus_per_node, array_parallelism, wait)
+            _submit(session, workers, len(session.todo), partition, time, gpus_per_node, array_parallelism, wait,
+                    runs_per_gpu)
             if not wait:
                 return
             outcome = _outcome(session, units, store)
         elif workers > 1 or gpu_list:
-            from .launch import run_local_workers
+            from .launch import run_local_workers, worker_shares
 
-            run_local_workers(session, workers, gpu_list)
+            run_local_workers(session, worker_shares(workers, gpu_list, runs_per_gpu))
             outcome = _outcome(session, units, store)
         else:
             from .progress import RichSweepProgress
@@ -174,7 +178,14 @@ def run(
         raise typer.Exit(1)
 
 
-def _gpu_list(gpus: Optional[str]) -> list[int]:
+def _gpu_list(gpus: Optional[str], runs_per_gpu: int = 1) -> list[int]:
+    """The --gpus numbers; with --runs-per-gpu above 1 and no --gpus, every visible GPU."""
+    if not gpus and runs_per_gpu > 1:
+        import torch
+
+        if not torch.cuda.device_count():
+            raise PeftbenchError("--runs-per-gpu packs runs on CUDA devices and torch sees none; on the CPU use --workers N")
+        return list(range(torch.cuda.device_count()))
     if not gpus:
         return []
     try:
@@ -189,14 +200,15 @@ def _outcome(session, units, store):
     return outcome_of(session, units, store)
 
 
-def _submit(session, workers, todo, partition, time, gpus_per_node, array_parallelism, wait) -> None:
+def _submit(session, workers, todo, partition, time, gpus_per_node, array_parallelism, wait, runs_per_gpu) -> None:
     from .launch import SlurmOptions, submit_slurm
 
     if not todo:
         console.print("nothing to submit: every unit has a record (--retry-failed / --force rerun them)")
         return
-    tasks = workers if workers > 1 else min(todo, array_parallelism)
-    options = SlurmOptions(tasks, partition, time, gpus_per_node, array_parallelism,
+    per_task = max(1, gpus_per_node) * runs_per_gpu  # worker processes in one array task
+    tasks = workers if workers > 1 else min(-(-todo // per_task), array_parallelism)
+    options = SlurmOptions(tasks, partition, time, gpus_per_node, array_parallelism, runs_per_gpu,
                            cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"))
     jobs = submit_slurm(session, options)
     console.print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({tasks} worker task(s)) for {todo} unit(s); "
@@ -318,6 +330,76 @@ def params(
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(render_counts(counts, chosen, model_name, format.value), nl=False)
+
+
+class BenchFormat(str, Enum):
+    md = "md"
+    json = "json"
+
+
+@app.command()
+def bench(
+    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable), or 'all'; default: linear, lora, ssf, rlrr."),
+    model: str = typer.Option("vit_base_patch16_224", help="timm ViT name (random weights)."),
+    batch_size: int = typer.Option(64, help="Training batch size."),
+    eval_batch_size: int = typer.Option(0, help="Evaluation batch size; 0: 4 × --batch-size."),
+    steps: int = typer.Option(10, help="Timed training steps per method."),
+    warmup: int = typer.Option(2, help="Untimed training steps first."),
+    eval_batches: int = typer.Option(4, help="Timed evaluation batches per method."),
+    stored_size: int = typer.Option(0, help="Side of the synthetic stored images; 0: the model's input (smaller ones are resized per batch, as native VTAB images)."),
+    device: Device = typer.Option(Device.auto, help="Where to measure."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward."),
+    runs_per_gpu: int = typer.Option(1, help="Measure this many bench processes packed together (aggregate training images/s)."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Also estimate this suite's time per method (one seed) from the rates."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs for the estimate; default: the suite's."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Method option: key=value (repeatable), e.g. rank=4."),
+    format: BenchFormat = typer.Option(BenchFormat.md, "--format", "-f", help="Output format."),
+    barrier: Optional[str] = typer.Option(None, hidden=True, help="FOLDER:N (packed processes start their timed steps together)."),
+) -> None:
+    """Per method: training and evaluation images/s (merged and unmerged), peak memory and trainable
+    parameters, on synthetic inputs with random weights (no dataset needed)."""
+    from . import bench as bench_lib
+    from .engine import resolve_device
+    from .registry import get_method, resolve_method_names
+    from .settings import check_keys, parse_assignments
+    from .suites import get_suite
+
+    try:
+        names = resolve_method_names(method or ["linear", "lora", "ssf", "rlrr"])
+        options = parse_assignments(set_ or [])
+        check_keys(options, [get_method(name) for name in names])
+        chosen = get_suite(suite) if suite else None
+        estimate_epochs = epochs or (chosen.defaults.get("epochs", 100) if chosen else 0)
+        folder, _, peers = (barrier or "").rpartition(":")
+        setup = bench_lib.BenchSetup(model, batch_size, resolve_device(device.value), steps, warmup, eval_batches,
+                                     eval_batch_size, stored_size=stored_size, compile=compile,
+                                     barrier=(folder, int(peers)) if barrier else None)
+        bench_lib.check_setup(setup)
+        if runs_per_gpu > 1:
+            arguments = [f"--method={name}" for name in names] + [f"--set={item}" for item in set_ or []] + [
+                f"--model={model}", f"--batch-size={batch_size}", f"--eval-batch-size={eval_batch_size}",
+                f"--steps={steps}", f"--warmup={warmup}", f"--eval-batches={eval_batches}",
+                f"--stored-size={stored_size}", f"--device={device.value}"] + (["--compile"] if compile else [])
+            rows = bench_lib.combine_packed(bench_lib.packed(arguments, runs_per_gpu))
+        else:
+            rows = []
+            for name in names:
+                method_options = {k: v for k, v in options.items() if k in get_method(name).option_fields()}
+                rows.append(bench_lib.bench_method(name, setup, method_options))
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    if format is BenchFormat.json:
+        typer.echo(bench_lib.as_json(rows, setup, chosen, estimate_epochs))
+        return
+    from tabulate import tabulate
+
+    headers, cells = bench_lib.table(rows, chosen, estimate_epochs)
+    typer.echo(tabulate(cells, headers, tablefmt="github", disable_numparse=True))
+    precision = "bf16 autocast" if setup.device.type == "cuda" else "fp32"
+    packing = f", {runs_per_gpu} runs packed (aggregate training images/s)" if runs_per_gpu > 1 else ""
+    typer.echo(f"\n{bench_lib.machine(setup.device)}; {model}, random weights, batch {batch_size}, eval batch "
+               f"{setup.eval_size}, {precision}{', torch.compile' if compile else ''}{packing}; "
+               f"{steps} timed steps after {warmup}. Peak memory: CUDA max allocated while training (not measured on the CPU).")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect the data a suite needs.")

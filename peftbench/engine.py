@@ -1,8 +1,12 @@
 """Train and evaluate one run: optimiser, schedule, precision, seeding; the test split once.
 
-Images stay uint8 until they reach the device, where they are normalised. The loss is read
-every `log_every` steps (one host sync each), never on every step. When only the head trains,
-the frozen backbone runs once per image and the head trains on the cached features.
+The fast path is the default wherever it gives the same result: images stay uint8 until they
+reach the device, where they are normalised; bf16 autocast and fused AdamW on CUDA; timm's fused
+attention (F.scaled_dot_product_attention) left on; the loss read every `log_every` steps (one
+host sync each), never on every step; evaluation in large batches, through the merged plain ViT
+when the method folds into the backbone; and when only the head trains on inputs that do not vary
+between epochs, the frozen backbone runs once per image and the head trains on cached features.
+`compile=True` adds torch.compile of the training forward.
 """
 from __future__ import annotations
 
@@ -55,6 +59,8 @@ class TrainResult:
     memory_measure: str
     used_cached_features: bool
     evaluated_merged: bool
+    eval_images_per_second: float = 0.0
+    compiled: bool = False
     test_curve: tuple[tuple[int, float], ...] = ()  # (epoch, top-1) every `eval_every` epochs; best-test only
 
 
@@ -116,6 +122,33 @@ class Normalise(nn.Module):
 
 def only_head_trains(model: nn.Module, head_names: set[str]) -> bool:
     return all(name in head_names for name, p in model.named_parameters() if p.requires_grad)
+
+
+def uses_fused_attention(model: nn.Module) -> bool:
+    """True when every timm attention module runs F.scaled_dot_product_attention."""
+    flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
+    return bool(flags) and all(flags)
+
+
+def images_forward(model: nn.Module, normalise: Normalise, compile: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 images on the device -> logits, optionally through torch.compile (static shapes:
+    one graph for the full batches, one for a short last batch)."""
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return model(normalise(images))
+
+    return torch.compile(forward, dynamic=False) if compile else forward
+
+
+def cached_features(model: VisionTransformer, normalise: Normalise, batches: Batches, count: int,
+                    batch_size: int, device: torch.device) -> torch.Tensor:
+    """The frozen backbone's pre-logits features of `count` inputs, once each (linear probing)."""
+    model.eval()
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(normalise(images)), pre_logits=True)
+
+    return predict(features, batches, count, batch_size, device)
 
 
 Batches = Callable[[torch.Tensor], torch.Tensor]  # indices -> model inputs on the device
@@ -200,13 +233,16 @@ def train_and_evaluate(
     merge: Callable[[nn.Module], nn.Module] | None = None,
     recipe: Recipe = RECIPES["vtab-resize"],
     eval_every: int = 0,
+    compile: bool = False,
+    feature_cache: bool = True,
 ) -> TrainResult:
     """Train `model` (its trainable parameters as the method left them) on `train` and evaluate
     `test` once, after the last epoch — through `merge(model)`, a plain ViT, when the method folds
     into the backbone. Inputs are prepared on the device as `recipe` says.
 
     `eval_every=k` (the opt-in best-test protocol only) also evaluates `test` every k epochs, into
-    `test_curve`; that time is left out of `train_seconds`."""
+    `test_curve`; that time is left out of `train_seconds`. `feature_cache=False` turns off the
+    cached-feature path of linear probing (for comparisons); `compile` compiles the training forward."""
     listener = listener or SilentListener()
     seed_everything(seed)
     if device.type == "cuda":
@@ -217,23 +253,16 @@ def train_and_evaluate(
     size = model_input_size_of(model)
     train_batches = BatchMaker(train, recipe, size, device, train=True, resident=True)
     test_batches = BatchMaker(test, recipe, size, device, train=False)
-    cached = only_head_trains(model, head_parameter_names(model)) and not recipe.augments
+    cached = feature_cache and only_head_trains(model, head_parameter_names(model)) and not recipe.augments
     started = time.perf_counter()
     if cached:  # the frozen backbone runs once per image; the head trains on its features
-        model.eval()
-
-        def features(images: torch.Tensor) -> torch.Tensor:
-            return model.forward_head(model.forward_features(normalise(images)), pre_logits=True)
-
-        train_features = predict(features, train_batches, len(train), cfg.eval_batch_size, device).to(device)
-        test_features = predict(features, test_batches, len(test), cfg.eval_batch_size, device)
-        train_batches, test_batches = train_features.__getitem__, lambda index: test_features[index].to(device)
+        train_batches = cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size,
+                                        device).to(device).__getitem__
+        test_batches = _lazy_features(model, normalise, test_batches, len(test), cfg.eval_batch_size, device)
         forward = model.get_classifier()
     else:
         model.train()
-
-        def forward(images: torch.Tensor) -> torch.Tensor:
-            return model(normalise(images))
+        forward = images_forward(model, normalise, compile)
 
     curve: list[tuple[int, float]] = []
     curve_seconds = 0.0
@@ -251,13 +280,11 @@ def train_and_evaluate(
     last_loss = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener, evaluate_during_training)
     train_seconds = time.perf_counter() - started - curve_seconds
     merged = merge is not None and not cached
-    if merged:
-        plain = merge(model).eval()
-
-        def forward(images: torch.Tensor) -> torch.Tensor:
-            return plain(normalise(images))
-
     model.eval()
+    if merged:
+        forward = images_forward(merge(model).eval(), normalise)
+    elif not cached:
+        forward = images_forward(model, normalise)  # eager: a one-pass evaluation does not repay compiling
     started = time.perf_counter()
     top1 = _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device), test)
     if eval_every:
@@ -274,8 +301,23 @@ def train_and_evaluate(
         memory_measure=measure,
         used_cached_features=cached,
         evaluated_merged=merged,
+        eval_images_per_second=len(test) / eval_seconds if eval_seconds > 0 else float("inf"),
+        compiled=compile and not cached,
         test_curve=tuple(curve),
     )
+
+
+def _lazy_features(model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int,
+                   device: torch.device) -> Batches:
+    """Batches of the test split's cached features, extracted on first use (so at evaluation time)."""
+    held: list[torch.Tensor] = []
+
+    def batch(index: torch.Tensor) -> torch.Tensor:
+        if not held:
+            held.append(cached_features(model, normalise, batches, count, batch_size, device))
+        return held[0][index].to(device)
+
+    return batch
 
 
 def _top1(logits: torch.Tensor, split: Split) -> float:

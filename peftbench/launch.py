@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import PeftbenchError
@@ -22,24 +23,42 @@ def worker_command(session: Session, name: str) -> list[str]:
     return [sys.executable, "-m", "peftbench.worker", str(session.path), "--worker", name]
 
 
-def run_local_workers(session: Session, workers: int, gpus: list[int] | None = None) -> None:
-    """Run `workers` worker processes on the CPU (threads shared out), or one per GPU in `gpus`,
-    and wait for all of them."""
+def worker_shares(workers: int, gpus: list[int] | None = None, runs_per_gpu: int = 1) -> list[tuple[str, dict[str, str]]]:
+    """(name, environment) of each local worker: `runs_per_gpu` per GPU in `gpus` (indices into the
+    devices this process sees, so a Slurm allocation's CUDA_VISIBLE_DEVICES is respected), or
+    `workers` on the CPU with its threads shared out."""
     if gpus:
-        shares = [(f"gpu{g}", {"CUDA_VISIBLE_DEVICES": str(g)}) for g in gpus]
-    else:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        shares = [(f"cpu{i}", {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}) for i in range(workers)]
-    processes = [subprocess.Popen(worker_command(session, name), env={**os.environ, **env}) for name, env in shares]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else None
+        if devices is not None and max(gpus) >= len(devices):
+            raise PeftbenchError(f"--gpus {','.join(map(str, gpus))}: only {len(devices)} device(s) visible "
+                                 f"(CUDA_VISIBLE_DEVICES={visible})")
+        return [(f"gpu{g}" + (f".{r}" if runs_per_gpu > 1 else ""), {"CUDA_VISIBLE_DEVICES": devices[g] if devices else str(g)})
+                for g in gpus for r in range(runs_per_gpu)]
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return [(f"cpu{i}", {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}) for i in range(workers)]
+
+
+def run_local_workers(session: Session, shares: list[tuple[str, dict[str, str]]], prefix: str = "") -> None:
+    """Run one worker process per share (see `worker_shares`) and wait for all of them."""
+    processes = [subprocess.Popen(worker_command(session, prefix + name), env={**os.environ, **env})
+                 for name, env in shares]
     try:
         codes = [p.wait() for p in processes]
     except KeyboardInterrupt:
         for p in processes:
             p.terminate()
         raise
-    bad = [f"{name} (exit {code})" for (name, _), code in zip(shares, codes) if code != 0]
+    bad = [f"{prefix}{name} (exit {code})" for (name, _), code in zip(shares, codes) if code != 0]
     if bad:
         raise PeftbenchError(f"worker(s) {', '.join(bad)} stopped early; rerun the same command to resume")
+
+
+def run_packed_workers(session_file: str, name: str, gpus: int, runs_per_gpu: int) -> None:
+    """A Slurm array task packing `runs_per_gpu` worker processes on each of its `gpus` GPUs."""
+    from .manifest import load_session
+
+    run_local_workers(load_session(Path(session_file)), worker_shares(1, list(range(gpus)), runs_per_gpu), f"{name}.")
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,7 @@ class SlurmOptions:
     time_minutes: int = 24 * 60
     gpus_per_node: int = 1
     array_parallelism: int = 64
+    runs_per_gpu: int = 1  # worker processes per GPU inside each array task
     cluster: str | None = None  # None: slurm; "local" runs the array with submitit's local executor (tests)
 
 
@@ -70,7 +90,12 @@ def submit_slurm(session: Session, options: SlurmOptions) -> list[Any]:
     from .worker import run_worker
 
     names = [f"array{i}" for i in range(options.tasks)]
-    return executor.map_array(run_worker, [str(session.path)] * options.tasks, names)
+    sessions = [str(session.path)] * options.tasks
+    if options.runs_per_gpu > 1:
+        gpus = max(1, options.gpus_per_node)
+        return executor.map_array(run_packed_workers, sessions, names, [gpus] * options.tasks,
+                                  [options.runs_per_gpu] * options.tasks)
+    return executor.map_array(run_worker, sessions, names)
 
 
 def outcome_of(session: Session, units: list[Unit], store: Store) -> SweepOutcome:

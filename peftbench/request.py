@@ -28,6 +28,7 @@ class RunRequest:
     grid: dict[str, list[str]] | None = None  # --grid for the tune protocol
     eval_every: int = 1  # best-test: evaluate the test split every k epochs
     retry_failed: bool = False  # rerun units whose record says failed
+    compile: bool = False  # torch.compile the training forward (how units run, not what they are)
 
     def payload(self) -> dict[str, Any]:
         """A JSON-able form that `from_payload` turns back into an equal request."""
@@ -51,7 +52,7 @@ class RunRequest:
     def sweep_id(self) -> str:
         """Equal for requests that plan the same units (how to rerun them does not count)."""
         payload = self.payload()
-        for name in ("force", "retry_failed", "device", "cache_dir", "data_root"):
+        for name in ("force", "retry_failed", "device", "cache_dir", "data_root", "compile"):
             payload.pop(name)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

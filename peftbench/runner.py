@@ -61,7 +61,7 @@ def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: 
                           "eval_size": len(evaluated), "recipe": get_recipe(spec.recipe).describe(),
                           "fingerprints": {spec.train_split: train.meta.get("source"),
                                            spec.eval_split: evaluated.meta.get("source")}}
-        result, params = _train(request, spec, train, evaluated, device, listener)
+        result, params, fused = _train(request, spec, train, evaluated, device, listener)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return failed(record, str(exc), started)
     except torch.OutOfMemoryError as exc:
@@ -83,10 +83,13 @@ def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: 
             "train_seconds": result.train_seconds,
             "train_images_per_second": result.train_images_per_second,
             "eval_seconds": result.eval_seconds,
+            "eval_images_per_second": result.eval_images_per_second,
         },
         "memory": {"peak_mb": result.peak_memory_mb, "measure": result.memory_measure},
         "used_cached_features": result.used_cached_features,
         "evaluated_merged": result.evaluated_merged,
+        "compiled": result.compiled,
+        "fused_attention": fused,
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -110,8 +113,8 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
     merge = method.merge if method.mergeable else None
     result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, evaluated, train_cfg, device,
                                        spec.seed, listener, merge, get_recipe(spec.recipe),
-                                       eval_every=spec.settings.get("eval_every", 0))
-    return result, params
+                                       eval_every=spec.settings.get("eval_every", 0), compile=request.compile)
+    return result, params, engine.uses_fused_attention(model)
 
 
 def count_parameters(model: torch.nn.Module, head_names: set[str]) -> dict[str, int]:

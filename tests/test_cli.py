@@ -51,6 +51,8 @@ def test_run_records_then_skips_then_forces_and_reports(vtab_root: Path, tmp_pat
         assert set(record["versions"]) >= {"peftbench", "torch", "timm"}
         assert record["device"].startswith("cpu") and record["wall_seconds"] > 0
         assert {"git_commit", "finished_at", "timing", "data"} <= set(record)
+        assert record["timing"]["train_images_per_second"] > 0 and record["timing"]["eval_images_per_second"] > 0
+        assert record["fused_attention"] and not record["compiled"]  # timm's F.scaled_dot_product_attention
     assert full["params"]["trainable"] == full["params"]["total"] == 808_064 + 12_900
     assert linear["params"]["trainable"] == 12_900 and linear["params"]["trainable_without_head"] == 0
     assert linear["used_cached_features"] and not full["used_cached_features"]

@@ -18,7 +18,7 @@ import peftbench
 from peftbench import backbone, registry
 from peftbench.build import method_of
 from peftbench.data import SplitData
-from peftbench.engine import train_and_evaluate
+from peftbench.engine import train_and_evaluate, uses_fused_attention
 from peftbench.errors import PeftbenchError
 from peftbench.settings import TrainConfig
 
@@ -91,6 +91,11 @@ def test_gradients_reach_exactly_the_trainable_parameters(name: str, images):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
         else:
             assert parameter.grad is None, parameter_name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_timm_fused_attention_stays_on(name: str):
+    assert uses_fused_attention(build(name))  # F.scaled_dot_product_attention in every block
 
 
 @pytest.mark.parametrize("name", sorted(set(IDENTITY_AT_INIT) & set(METHODS)))
