@@ -73,8 +73,9 @@ class RescaledLinear(torch.autograd.Function):
     the form x Wᵀ + s_out ⊙ ((s_in ⊙ x) Wᵀ) would double the matmuls. Backward takes the two
     matmuls a trainable Linear takes (grad of x with W', G = gᵀx for W') and reduces G ⊙ W to the
     scales with two matrix-vector products: ∂s_out = (G ⊙ W) s_in, ∂s_in = s_outᵀ (G ⊙ W), per
-    group. It saves W' only (autograd would also keep the rescale matrix) and makes three passes
-    over W-sized tensors where autograd makes about seven.
+    group. It saves W' only (autograd would also keep the rescale matrix) and allocates one
+    W-sized tensor each way (W' forward, G backward, as the trainable Linear does), where autograd
+    allocates several: fresh memory per step is what costs on the CPU (BENCHMARKS.md, section 4).
     """
 
     @staticmethod
@@ -82,7 +83,8 @@ class RescaledLinear(torch.autograd.Function):
         out_features, in_features = weight.shape
         ctx.groups, ctx.input_dtype = groups, x.dtype
         rows = weight.view(groups, out_features // groups, in_features)
-        adapted = torch.addcmul(rows, rows * s_out.view(groups, -1, 1), s_in.unsqueeze(1)).view_as(weight)
+        # one W-sized allocation, three passes: (W ⊙ s_out) ⊙ s_in + W
+        adapted = (rows * s_out.view(groups, -1, 1)).mul_(s_in.unsqueeze(1)).add_(rows).view_as(weight)
         if torch.is_autocast_enabled(x.device.type):  # the matmul's precision, as F.linear under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
             x, adapted, bias = x.to(dtype), adapted.to(dtype), bias.to(dtype)

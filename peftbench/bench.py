@@ -115,14 +115,14 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
         def trainer(data: SplitData) -> tuple[Callable, Callable]:
             return forward, batches(data, True)
 
-    train_rate, window = _train_rate(optimizer, trainer, split, setup)
+    train_rate, window = _train_rate(optimizer, trainer, split, setup, name)
     peak = torch.cuda.max_memory_allocated(setup.device) / 2**20 if setup.device.type == "cuda" else None
     return BenchRow(name, "cached features" if cached else "end-to-end", params["trainable"],
                     params["trainable_without_head"], train_rate, eval_rate, merged_rate, peak,
                     engine.uses_fused_attention(model), window)
 
 
-def _train_rate(optimizer, trainer, split, setup: BenchSetup) -> tuple[float, tuple[float, float]]:
+def _train_rate(optimizer, trainer, split, setup: BenchSetup, tag: str) -> tuple[float, tuple[float, float]]:
     """Training images/s over `setup.steps` steps of the engine's `fit`, after `setup.warmup` steps
     (inputs are prepared before the clock starts)."""
     def prepared(steps: int, seed: int) -> Callable[[], None]:
@@ -134,7 +134,7 @@ def _train_rate(optimizer, trainer, split, setup: BenchSetup) -> tuple[float, tu
     prepared(setup.warmup, 2)()
     timed = prepared(setup.steps, 3)
     if setup.barrier:
-        _wait_for_peers(*setup.barrier)
+        _wait_for_peers(*setup.barrier, tag)
     begin, started = time.time(), time.perf_counter()
     timed()  # fit reads the loss after its last step: the device has finished when it returns
     seconds = time.perf_counter() - started
@@ -151,11 +151,12 @@ def _eval_rate(forward: Callable, batches: BatchMaker, setup: BenchSetup) -> flo
     return count / (time.perf_counter() - started)
 
 
-def _wait_for_peers(folder: str, processes: int) -> None:
-    """Mark this process ready and wait until `processes` are (the packed runs start together)."""
-    Path(folder, f"ready.{os.getpid()}").touch()
+def _wait_for_peers(folder: str, processes: int, tag: str) -> None:
+    """Mark this process ready for `tag` (a method) and wait until `processes` are: the packed
+    runs start timing each method together."""
+    Path(folder, f"ready.{tag}.{os.getpid()}").touch()
     deadline = time.monotonic() + BARRIER_SECONDS
-    while len(list(Path(folder).glob("ready.*"))) < processes:
+    while len(list(Path(folder).glob(f"ready.{tag}.*"))) < processes:
         if time.monotonic() > deadline:
             raise PeftbenchError(f"bench: {processes} packed processes did not all get ready within {BARRIER_SECONDS} s")
         time.sleep(0.01)

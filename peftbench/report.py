@@ -80,9 +80,10 @@ def _efficiency_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "train_seconds": timing.get("train_seconds", float("nan")),
         "train_images_per_second": timing.get("train_images_per_second", float("nan")),
-        # a head-only run evaluated cached features: its eval time says nothing about inference speed
-        "eval_images_per_second": (eval_size / eval_seconds if eval_seconds and eval_size
-                                   and not record.get("used_cached_features") else float("nan")),
+        # older records lack the figure, and timed a head-only run's evaluation on features cached in training
+        "eval_images_per_second": timing.get("eval_images_per_second") or (
+            eval_size / eval_seconds if eval_seconds and eval_size and not record.get("used_cached_features")
+            else float("nan")),
         "peak_mb": record.get("memory", {}).get("peak_mb", float("nan")),
         "evaluated_merged": bool(record.get("evaluated_merged", False)),
         "device": record.get("device", "unknown"),
