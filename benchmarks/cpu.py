@@ -12,24 +12,35 @@ synthetic inputs): `python benchmarks/cpu.py > cpu.md`.
    every block, no weight gradients), the floor (the same plus the weight gradients of qkv, proj,
    fc1 and fc2) and peftbench's RLRR step (forward, backward and its AdamW step).
 
+5. the decode-once cache (`python benchmarks/cpu.py cache`): building a split's entry from JPEG
+   files (decode + PIL bicubic resize to 224) against opening it again (memory-mapped, checked).
+
 Each comparison alternates its contenders for several rounds and reports the median per round.
+`python benchmarks/cpu.py [harness linear inference rlrr cache]` runs the named sections (default:
+the first four).
 """
 from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from peftbench import engine, provenance
 from peftbench.backbone import model_input_size_of, normalisation
 from peftbench.bench import RECIPE, synthetic_split
 from peftbench.build import build_model, method_of
+from peftbench.data import load_split
 from peftbench.data.batches import BatchMaker
 from peftbench.settings import TrainConfig
+from peftbench.suites import get_suite
 
 CPU = torch.device("cpu")
 CLASSES = 100
@@ -194,15 +205,55 @@ def rlrr_step_against_floor(model_name: str = "vit_base_patch16_224", batch: int
     ]
 
 
-def main() -> None:
+def cache_build_against_warm(images: int = 1000) -> list[str]:
+    """A VTAB-1k-layout split of `images` JPEGs of mixed sizes (as dtd, flowers, pets): build, then open."""
+    suite = get_suite("vtab")
+    task = suite.task("dtd")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "vtab-1k"
+        (root / "dtd" / "images").mkdir(parents=True)
+        lines = []
+        for i in range(images):
+            height, width = int(rng.integers(300, 500)), int(rng.integers(300, 500))
+            ramp = np.linspace(0, 255, width)[None, :, None] * rng.random(3)
+            pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / "dtd" / "images" / f"{i:06d}.jpg", quality=90)
+            lines.append(f"images/{i:06d}.jpg {i % task.num_classes}")
+        (root / "dtd" / "train800val200.txt").write_text("\n".join(lines) + "\n")
+        cache = Path(folder) / "cache"
+        seconds = {}
+        for attempt in ("build", "warm"):
+            started = time.perf_counter()
+            split = load_split(suite, task, "train800val200", root, 224, RECIPE, cache)
+            seconds[attempt] = time.perf_counter() - started
+            assert split.built == (attempt == "build")
+    return [
+        f"### 5. Decode-once cache ({images} JPEGs of 300–499 px, VTAB-1k layout, resized to 224 by PIL)",
+        "",
+        "| step | seconds | images/s |",
+        "|---|---:|---:|",
+        f"| build: decode, resize, write, fingerprint | {seconds['build']:.2f} | {images / seconds['build']:,.0f} |",
+        f"| warm: open the entry again (memory-mapped, size and sampled-checksum check) | {seconds['warm']:.3f} | {images / seconds['warm']:,.0f} |",
+        "",
+    ]
+
+
+SECTIONS = {"harness": harness_against_bare, "linear": linear_probe_cached_against_rerun,
+            "inference": inference_overhead, "rlrr": rlrr_step_against_floor, "cache": cache_build_against_warm}
+
+
+def main(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown section '{unknown[0]}'; valid sections: {', '.join(SECTIONS)}")
     print(f"Machine: {provenance.device_name(CPU)}; torch {torch.__version__}; timm {provenance.versions()['timm']}; "
           f"peftbench {provenance.git_commit() or provenance.versions()['peftbench']}\n")
-    for section in (harness_against_bare, linear_probe_cached_against_rerun, inference_overhead, rlrr_step_against_floor):
+    for name in names or ["harness", "linear", "inference", "rlrr"]:
         started = time.perf_counter()
-        print("\n".join(section()))
+        print("\n".join(SECTIONS[name]()))
         print(f"_({time.perf_counter() - started:.0f} s)_\n", flush=True)
-        sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
