@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures of BENCHMARKS.md, for a lent H100/H200 (torch, timm, typer, rich, pandas, tabulate,
-# safetensors preinstalled; no package registry, no dataset, no weights). About 4 minutes.
+# safetensors preinstalled; no package registry, no dataset, no weights). Sized for 5 minutes.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR]        # figures -> OUT_DIR/gpu.md (default $OUT, else benchmarks/out)
 #
@@ -23,7 +23,7 @@ cp -r "$repo/methods" "$stage/peftbench/methods"
 cp -r "$repo/tasks" "$stage/peftbench/tasks"
 export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
 
-if [[ -n "${QUICK:-}" ]]; then steps=(--steps 2 --warmup 1 --eval-batches 1); else steps=(--steps 30 --warmup 5 --eval-batches 8); fi
+if [[ -n "${QUICK:-}" ]]; then steps=(--steps 2 --warmup 1 --eval-batches 1); else steps=(--steps 50 --warmup 10 --eval-batches 8); fi
 report="$out/gpu.md"
 bench() {  # one titled table
   local title=$1; shift
