@@ -86,8 +86,6 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
     size = model_input_size_of(model)
     normalise = engine.Normalise(*normalisation(model)).to(setup.device)
     cached = engine.only_head_trains(model, head_parameter_names(model)) and not RECIPE.augments
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
 
     def split(steps: int, batch: int, seed: int) -> SplitData:
         return synthetic_split(steps * batch, setup.stored_size or size, setup.num_classes, seed)
@@ -115,6 +113,8 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
         def trainer(data: SplitData) -> tuple[Callable, Callable]:
             return forward, batches(data, True)
 
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setup.device)
     train_rate, window = _train_rate(optimizer, trainer, split, setup, name)
     peak = torch.cuda.max_memory_allocated(setup.device) / 2**20 if setup.device.type == "cuda" else None
     return BenchRow(name, "cached features" if cached else "end-to-end", params["trainable"],
@@ -182,8 +182,9 @@ def combine_packed(runs: list[list[BenchRow]]) -> list[BenchRow]:
         span = max(r.train_window[1] for r in rows) - min(r.train_window[0] for r in rows)
         merged = [r.merged_eval_images_per_second for r in rows if r.merged_eval_images_per_second]
         peaks = [r.peak_memory_mb for r in rows if r.peak_memory_mb is not None]
+        window = (min(r.train_window[0] for r in rows), max(r.train_window[1] for r in rows))
         combined.append(dataclasses.replace(
-            rows[0], train_images_per_second=images / span,
+            rows[0], train_images_per_second=images / span, train_window=window,
             eval_images_per_second=sum(r.eval_images_per_second for r in rows) / len(rows),
             merged_eval_images_per_second=sum(merged) / len(merged) if merged else None,
             peak_memory_mb=sum(peaks) if peaks else None))
@@ -232,9 +233,10 @@ def _rate(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def as_json(rows: list[BenchRow], setup: BenchSetup, suite: Suite | None, epochs: int) -> str:
+def as_json(rows: list[BenchRow], setup: BenchSetup, suite: Suite | None, epochs: int, runs_per_gpu: int = 1) -> str:
     payload = {
         "device": machine(setup.device),
+        "runs_per_gpu": runs_per_gpu,
         "setup": {k: (str(v) if isinstance(v, torch.device) else v) for k, v in dataclasses.asdict(setup).items()
                   if k != "barrier"},
         "versions": provenance.versions(),

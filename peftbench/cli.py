@@ -389,7 +389,7 @@ def bench(
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     if format is BenchFormat.json:
-        typer.echo(bench_lib.as_json(rows, setup, chosen, estimate_epochs))
+        typer.echo(bench_lib.as_json(rows, setup, chosen, estimate_epochs, runs_per_gpu))
         return
     from tabulate import tabulate
 

@@ -65,18 +65,22 @@ def test_cached_feature_linear_probe_equals_the_end_to_end_probe(colours):
     assert heads[0].abs().sum() > 0
 
 
+def _train_lora(splits: tuple, lr: float, merged: bool = False, compile: bool = False):
+    """A rank-4 LoRA run on the micro ViT, seeded the same every time."""
+    train, test = splits
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=lr, warmup_epochs=0, log_every=3)
+    method = LoRA(rank=4)
+    model = _adapted(method)
+    return train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=3,
+                              merge=method.merge if merged else None, compile=compile)
+
+
 def test_merged_evaluation_equals_unmerged(colours):
-    train, test = colours
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2, warmup_epochs=0, log_every=3)
-    results = []
-    for merged in (True, False):
-        method = LoRA(rank=4)
-        model = _adapted(method)
-        results.append(train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=3,
-                                          merge=method.merge if merged else None))
-    assert results[0].evaluated_merged and not results[1].evaluated_merged
-    assert results[0].top1 == results[1].top1
-    assert results[0].final_train_loss == results[1].final_train_loss
+    merged = _train_lora(colours, 1e-2, merged=True)
+    unmerged = _train_lora(colours, 1e-2)
+    assert merged.evaluated_merged and not unmerged.evaluated_merged
+    assert merged.top1 == unmerged.top1
+    assert merged.final_train_loss == unmerged.final_train_loss
 
 
 def _reference_rlrr(layer: RLRRLinear, x: torch.Tensor) -> torch.Tensor:
@@ -115,17 +119,11 @@ def test_rlrr_kernel_under_bf16_autocast_matches_linear_under_autocast():
 
 
 def test_compiled_training_matches_eager(colours):
-    train, test = colours
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, warmup_epochs=0, log_every=3)
-    results = []
-    for compile in (False, True):
-        method = LoRA(rank=4)
-        model = _adapted(method)
-        results.append(train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=3,
-                                          merge=method.merge, compile=compile))
-    assert results[1].compiled and not results[0].compiled
-    assert results[1].final_train_loss == pytest.approx(results[0].final_train_loss, rel=1e-3)
-    assert abs(results[1].top1 - results[0].top1) <= 100 / len(test)  # at most one image flips
+    eager = _train_lora(colours, 1e-3)
+    compiled = _train_lora(colours, 1e-3, compile=True)
+    assert compiled.compiled and not eager.compiled
+    assert compiled.final_train_loss == pytest.approx(eager.final_train_loss, rel=1e-3)
+    assert abs(compiled.top1 - eager.top1) <= 100 / len(colours[1])  # at most one image flips
 
 
 def test_bench_reports_each_method_on_the_harness_paths():
@@ -162,6 +160,7 @@ def test_packed_rates_count_images_over_the_common_span():
     combined, = combine_packed([[row(100.0, 0.0, 2.0)], [row(50.0, 1.0, 3.0)]])
     assert combined.train_images_per_second == pytest.approx(100.0)
     assert combined.peak_memory_mb == 2000.0 and combined.merged_eval_images_per_second == 200.0
+    assert combined.train_window == (0.0, 3.0)
 
 
 def test_runs_per_gpu_packs_workers_on_the_visible_devices(monkeypatch):
@@ -180,3 +179,14 @@ def test_synthetic_split_is_uint8_with_every_class():
     split = synthetic_split(10, 8, 4, seed=1)
     assert split.images.dtype == torch.uint8 and split.images.shape == (10, 3, 8, 8)
     assert set(split.labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_packed_bench_processes_time_their_steps_together():
+    args = ["bench", "--device", "cpu", "--model", MICRO, "--method", "lora", "--batch-size", "4", "--steps", "2",
+            "--warmup", "1", "--eval-batches", "1", "--runs-per-gpu", "2", "--format", "json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (row,) = report["rows"]
+    assert report["runs_per_gpu"] == 2 and row["method"] == "lora" and row["train_images_per_second"] > 0
+    assert row["trainable_without_head"] == count_trainable("lora", MICRO, VTAB, {}).without_head

@@ -140,6 +140,25 @@ def test_submitit_local_executor_runs_the_array(three_tasks: Path, tmp_path: Pat
     assert len(found) == 3 and {r["worker"] for r in found} <= {"array0", "array1"}
 
 
+def test_slurm_array_tasks_pack_runs_per_gpu(three_tasks: Path, tmp_path: Path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PEFTBENCH_SUBMITIT_CLUSTER", "local")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU machine: the packed workers fall back to the CPU
+    out = tmp_path / "results"
+    result = invoke(*tune_args(three_tasks, out, "cifar", seeds=1), "--launcher", "slurm", "--runs-per-gpu", "2",
+                    "--gpus-per-node", "0", "--wait")
+    assert result.exit_code == 0, result.output
+    assert "(2 worker task(s)) for 3 unit(s)" in result.stdout and "3 unit(s) finished" in result.stdout
+    found = records(out)
+    assert len(found) == 3
+    assert {r["worker"] for r in found} <= {f"array{t}.gpu0.{r}" for t in (0, 1) for r in (0, 1)}
+
+
+def test_runs_per_gpu_without_a_gpu_is_refused_in_one_line(three_tasks: Path, tmp_path: Path):
+    result = invoke(*tune_args(three_tasks, tmp_path / "results", "cifar", seeds=1), "--runs-per-gpu", "2")
+    assert result.exit_code == 2 and "torch sees none" in result.stderr and "--workers" in result.stderr
+
+
 def test_paper_protocol_runs_the_published_settings_and_refuses_methods_without_them(three_tasks: Path, tmp_path: Path):
     out = tmp_path / "results"
     base = ["run", "-s", "vtab", "-t", "dtd", "--model", "vit_micro_patch4_32", "--no-pretrained", "--device", "cpu",
