@@ -85,7 +85,7 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
     params = count_parameters(model, head_parameter_names(model))
     size = model_input_size_of(model)
     normalise = engine.Normalise(*normalisation(model)).to(setup.device)
-    cached = engine.only_head_trains(model, head_parameter_names(model)) and not RECIPE.augments
+    cached = engine.trains_on_cached_features(model, RECIPE)
 
     def split(steps: int, batch: int, seed: int) -> SplitData:
         return synthetic_split(steps * batch, setup.stored_size or size, setup.num_classes, seed)
@@ -94,11 +94,12 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
         return BatchMaker(data, RECIPE, size, setup.device, train=train, resident=train)
 
     model.eval()
-    eval_rate = _eval_rate(engine.images_forward(model, normalise), batches(split(setup.eval_batches, setup.eval_size, 1), False), setup)
+    evaluation = batches(split(setup.eval_batches, setup.eval_size, 1), False)
+    eval_rate = _eval_rate(engine.images_forward(model, normalise), evaluation, setup)
     merged_rate = None
     if method.mergeable and not cached:
         plain = method.merge(model).eval()
-        merged_rate = _eval_rate(engine.images_forward(plain, normalise), batches(split(setup.eval_batches, setup.eval_size, 1), False), setup)
+        merged_rate = _eval_rate(engine.images_forward(plain, normalise), evaluation, setup)
         del plain
     optimizer = engine.build_optimizer(model, method.no_weight_decay(model), TrainConfig(), setup.device)
     if cached:
@@ -206,11 +207,6 @@ def suite_seconds(row: BenchRow, suite: Suite, epochs: int) -> float:
     return seconds + test / (row.merged_eval_images_per_second or row.eval_images_per_second)
 
 
-def machine(device: torch.device) -> str:
-    """The device's name as records give it (CUDA card, or CPU model with its cores)."""
-    return provenance.device_name(device)
-
-
 def table(rows: list[BenchRow], suite: Suite | None = None, epochs: int = 0) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the Markdown table."""
     headers = ["method", "path", "trainable (w/o head)", "train img/s", "eval img/s", "merged eval img/s", "peak MB"]
@@ -235,7 +231,7 @@ def _rate(value: float | None) -> str:
 
 def as_json(rows: list[BenchRow], setup: BenchSetup, suite: Suite | None, epochs: int, runs_per_gpu: int = 1) -> str:
     payload = {
-        "device": machine(setup.device),
+        "device": provenance.device_name(setup.device),
         "runs_per_gpu": runs_per_gpu,
         "setup": {k: (str(v) if isinstance(v, torch.device) else v) for k, v in dataclasses.asdict(setup).items()
                   if k != "barrier"},

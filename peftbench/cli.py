@@ -360,6 +360,7 @@ def bench(
     parameters, on synthetic inputs with random weights (no dataset needed)."""
     from . import bench as bench_lib
     from .engine import resolve_device
+    from .provenance import device_name
     from .registry import get_method, resolve_method_names
     from .settings import check_keys, parse_assignments
     from .suites import get_suite
@@ -397,7 +398,7 @@ def bench(
     typer.echo(tabulate(cells, headers, tablefmt="github", disable_numparse=True))
     precision = "bf16 autocast" if setup.device.type == "cuda" else "fp32"
     packing = f", {runs_per_gpu} runs packed (aggregate training images/s)" if runs_per_gpu > 1 else ""
-    typer.echo(f"\n{bench_lib.machine(setup.device)}; {model}, random weights, batch {batch_size}, eval batch "
+    typer.echo(f"\n{device_name(setup.device)}; {model}, random weights, batch {batch_size}, eval batch "
                f"{setup.eval_size}, {precision}{', torch.compile' if compile else ''}{packing}; "
                f"{steps} timed steps after {warmup}. Peak memory: CUDA max allocated while training (not measured on the CPU).")
 

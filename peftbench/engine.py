@@ -124,6 +124,11 @@ def only_head_trains(model: nn.Module, head_names: set[str]) -> bool:
     return all(name in head_names for name, p in model.named_parameters() if p.requires_grad)
 
 
+def trains_on_cached_features(model: nn.Module, recipe: Recipe) -> bool:
+    """True when only the head trains and the recipe's inputs do not vary between epochs."""
+    return only_head_trains(model, head_parameter_names(model)) and not recipe.augments
+
+
 def uses_fused_attention(model: nn.Module) -> bool:
     """True when every timm attention module runs F.scaled_dot_product_attention."""
     flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
@@ -253,7 +258,7 @@ def train_and_evaluate(
     size = model_input_size_of(model)
     train_batches = BatchMaker(train, recipe, size, device, train=True, resident=True)
     test_batches = BatchMaker(test, recipe, size, device, train=False)
-    cached = feature_cache and only_head_trains(model, head_parameter_names(model)) and not recipe.augments
+    cached = feature_cache and trains_on_cached_features(model, recipe)
     started = time.perf_counter()
     if cached:  # the frozen backbone runs once per image; the head trains on its features
         train_batches = cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PeftbenchError
-from .manifest import Session, sweep_dir
+from .manifest import Session, load_session, sweep_dir
 from .protocols import Unit
 from .store import Store
 from .sweep import SweepOutcome, note_skipped
@@ -56,8 +56,6 @@ def run_local_workers(session: Session, shares: list[tuple[str, dict[str, str]]]
 
 def run_packed_workers(session_file: str, name: str, gpus: int, runs_per_gpu: int) -> None:
     """A Slurm array task packing `runs_per_gpu` worker processes on each of its `gpus` GPUs."""
-    from .manifest import load_session
-
     run_local_workers(load_session(Path(session_file)), worker_shares(1, list(range(gpus)), runs_per_gpu), f"{name}.")
 
 
