@@ -36,7 +36,7 @@ from PIL import Image
 from peftbench import engine, provenance
 from peftbench.backbone import model_input_size_of, normalisation
 from peftbench.bench import RECIPE, synthetic_split
-from peftbench.build import build_model, method_of
+from peftbench.api import build_model, method_of
 from peftbench.data import load_split
 from peftbench.data.batches import BatchMaker
 from peftbench.settings import TrainConfig

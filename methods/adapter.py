@@ -14,9 +14,8 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.registry import register_method
-
-from .base import Method, freeze_all
+from ._registry import register_method
+from .base import Method, freeze_all, option
 
 
 class QuickGELU(nn.Module):
@@ -119,8 +118,8 @@ class Adapter(Method):
     function of the MLP output, which no change of the frozen weights reproduces.
     """
 
-    dim: int = 8
-    dropout: float = 0.1
+    dim: int = option(8, "bottleneck width of each adapter (NOAH's Adapter-8)")
+    dropout: float = option(0.1, "dropout inside the bottleneck, after QuickGELU (NOAH's --drop_rate_adapter)")
 
     summary = "Adapter-8 (NOAH's baseline): a QuickGELU bottleneck on each block's MLP output"
     # NOAH's configs/Adapter/VTAB/slurm_train_adapter_vtab.sh: AdamW (the engine's default),
@@ -164,9 +163,9 @@ class AdaptFormer(Method):
     linear in the frozen weights.
     """
 
-    dim: int = 64
-    dropout: float = 0.1
-    scale: float = 0.1
+    dim: int = option(64, "bottleneck width of each adapter (AdaptFormer-64)")
+    dropout: float = option(0.1, "dropout inside the bottleneck, after ReLU")
+    scale: float = option(0.1, "s, the fixed factor on the adapter's output")
 
     summary = "AdaptFormer: a scaled ReLU bottleneck parallel to each block's MLP"
     # main_image.py: SGD, momentum 0.9, weight decay 0, lr = blr 0.1 x batch / 256 (0.025 at the

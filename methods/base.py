@@ -1,6 +1,7 @@
 """The method interface every fine-tuning method implements.
 
-A method is a dataclass whose fields are its hyper-parameters (settable with `--set name=value`).
+A method is a dataclass whose fields are its hyper-parameters (settable with `--set name=value`),
+each declared with `option(default, help)` so that `peftbench describe` can say what it does.
 It is applied to a timm `VisionTransformer` whose head the engine has already replaced with a
 zero-initialised one; the engine keeps that head trainable whatever the method freezes.
 """
@@ -10,6 +11,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 from torch import nn
+
+from ._fold import fold_wrappers
 
 
 @dataclasses.dataclass
@@ -46,8 +49,22 @@ class Method:
         return {n for n, p in model.named_parameters() if p.ndim <= 1 or n in named}
 
     def merge(self, model: nn.Module) -> nn.Module:
-        """Fold the method into the frozen weights, returning a plain timm ViT (mergeable methods)."""
-        raise NotImplementedError(f"method '{self.name}' cannot be merged into the backbone")
+        """Fold the method into the frozen weights, returning a plain timm ViT (mergeable methods).
+
+        Default: every `FoldableWrapper` folded into its layer, in a copy (methods/_fold.py); a
+        model without wrappers (full, linear, BitFit) is already plain and is returned as is."""
+        return fold_wrappers(model)
+
+    @classmethod
+    def describe_options(cls) -> list[tuple[str, str, Any, str]]:
+        """(name, type, default, help) of each option, for `peftbench describe`."""
+        return [(f.name, f.type if isinstance(f.type, str) else f.type.__name__, f.default, f.metadata.get("help", ""))
+                for f in dataclasses.fields(cls)]
+
+
+def option(default: Any, help: str) -> Any:
+    """A method option with its help text: `rank: int = option(8, "the rank r")`."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def freeze_all(model: nn.Module) -> None:

@@ -5,8 +5,7 @@ import dataclasses
 
 from torch import nn
 
-from peftbench.registry import register_method
-
+from ._registry import register_method
 from .base import Method, freeze_all
 
 
@@ -34,6 +33,3 @@ class BitFit(Method):
         freeze_all(model)
         for name in bias_names(model):
             model.get_parameter(name).requires_grad_(True)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return model

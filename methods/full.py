@@ -5,8 +5,7 @@ import dataclasses
 
 from torch import nn
 
-from peftbench.registry import register_method
-
+from ._registry import register_method
 from .base import Method
 
 
@@ -27,6 +26,3 @@ class FullFineTuning(Method):
     def apply(self, model: nn.Module) -> None:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return model

@@ -5,8 +5,7 @@ import dataclasses
 
 from torch import nn
 
-from peftbench.registry import register_method
-
+from ._registry import register_method
 from .base import Method, freeze_all
 
 
@@ -25,6 +24,3 @@ class LinearProbing(Method):
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return model

@@ -1,7 +1,6 @@
 """LoRA on the query and value projections of every block (Hu et al., ICLR 2022)."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -11,16 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.registry import register_method
+from ._fold import FoldableWrapper
+from ._registry import register_method
+from .base import Method, freeze_all, option
 
-from .base import Method, freeze_all
 
-
-class LowRankQKV(nn.Module):
+class LowRankQKV(FoldableWrapper):
     """A fused qkv `nn.Linear`, kept frozen as `base_layer`, plus a trainable low-rank weight update.
 
     Subclasses define `forward` and `delta_weight()` (the update of `base_layer.weight`, peft's
-    `get_delta_weight`); `merged()` folds the update into a plain `nn.Linear`.
+    `get_delta_weight`); `fold()` returns a plain `nn.Linear` with the update folded in.
     """
 
     def __init__(self, base_layer: nn.Linear) -> None:
@@ -38,7 +37,7 @@ class LowRankQKV(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def merged(self) -> nn.Linear:
+    def fold(self) -> nn.Linear:
         """A plain `nn.Linear` with weight W0 + delta_weight() and the original bias."""
         base = self.base_layer
         linear = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, **self.factory())
@@ -56,19 +55,6 @@ def wrap_qkv(model: nn.Module, wrap: Callable[[nn.Linear], LowRankQKV]) -> None:
         if not isinstance(qkv, nn.Linear):
             raise PeftbenchError(f"block {index} has no attn.qkv Linear to adapt (already adapted, or not a timm ViT)")
         block.attn.qkv = wrap(qkv)
-
-
-def merge_low_rank(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with every `LowRankQKV` replaced by its merged `nn.Linear`.
-
-    The copy has timm's state-dict keys (`blocks.0.attn.qkv.weight`, ...); `model` is untouched.
-    """
-    merged = copy.deepcopy(model)
-    for name, module in list(merged.named_modules()):
-        if isinstance(module, LowRankQKV):
-            parent, _, child = name.rpartition(".")
-            setattr(merged.get_submodule(parent), child, module.merged())
-    return merged
 
 
 class LoRAQueryValue(LowRankQKV):
@@ -134,9 +120,9 @@ class LoRA(Method):
     summary = "LoRA (Hu et al. 2022) on the query and value projections"
     mergeable = True
 
-    rank: int = 8
-    alpha: float = 8.0
-    dropout: float = 0.0
+    rank: int = option(8, "r, the rank of each low-rank update (A: r x in, B: out x r)")
+    alpha: float = option(8.0, "alpha; the update is scaled by alpha / r")
+    dropout: float = option(0.0, "dropout on the input of the low-rank branch (peft's lora_dropout)")
 
     def __post_init__(self) -> None:
         check_rank_and_dropout(self.name, self.rank, self.dropout)
@@ -144,6 +130,3 @@ class LoRA(Method):
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
         wrap_qkv(model, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout))
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return merge_low_rank(model)

@@ -8,10 +8,9 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.registry import register_method
-
-from .base import Method, freeze_all
-from .lora import LowRankQKV, check_rank_and_dropout, merge_low_rank, wrap_qkv
+from ._registry import register_method
+from .base import Method, freeze_all, option
+from .lora import LowRankQKV, check_rank_and_dropout, wrap_qkv
 
 INIT_STD = 0.02  # timm's ViT Linear init, which NOAH's LoRA matrices end up with (see LoRAQKV)
 
@@ -67,9 +66,9 @@ class LoRAQKV(Method):
     summary = "LoRA as in NOAH's code: one unscaled low-rank update of the fused qkv (q, k, v)"
     mergeable = True
 
-    rank: int = 8
-    dropout: float = 0.1
-    init: str = "effective"  # effective (what NOAH's runs started from) | as_written
+    rank: int = option(8, "r, the rank of the one update of the fused qkv (A: in x r, B: r x 3 width)")
+    dropout: float = option(0.1, "dropout on the low-rank branch's input (NOAH's --drop_rate_LoRA)")
+    init: str = option("effective", "effective (what NOAH's runs started from: both trunc-normal 0.02) | as_written")
 
     def __post_init__(self) -> None:
         if self.init not in ("effective", "as_written"):
@@ -79,6 +78,3 @@ class LoRAQKV(Method):
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
         wrap_qkv(model, lambda qkv: FusedLoRA(qkv, self.rank, self.dropout, self.init))
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return merge_low_rank(model)

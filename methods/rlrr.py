@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peftbench.registry import register_method
-
-from ._ssf_layers import FoldableWrapper, SSFWrapper, block_linear_paths, embed_and_norm_paths, unwrap, wrap
+from ._fold import FoldableWrapper, wrap
+from ._registry import register_method
+from ._scale_shift import SSFWrapper, block_linear_paths, embed_and_norm_paths
 from .base import Method, freeze_all
 
 NO_DECAY_MARKERS = ("bias", "norm")
@@ -28,7 +28,8 @@ class RLRRLinear(FoldableWrapper):
     """
 
     def __init__(self, layer: nn.Linear, groups: int = 1):
-        super().__init__(layer)
+        super().__init__()
+        self.layer = layer
         out_features, in_features = layer.weight.shape
         if out_features % groups:
             raise ValueError(f"{out_features} output rows do not split into {groups} equal groups")
@@ -152,6 +153,3 @@ class RLRR(Method):
             for name, parameter in model.named_parameters()
             if parameter.requires_grad and any(marker in name for marker in NO_DECAY_MARKERS)
         }
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return unwrap(model)

@@ -5,9 +5,9 @@ import dataclasses
 
 from torch import nn
 
-from peftbench.registry import register_method
-
-from ._ssf_layers import SSFWrapper, block_linear_paths, embed_and_norm_paths, unwrap, wrap
+from ._fold import wrap
+from ._registry import register_method
+from ._scale_shift import SSFWrapper, block_linear_paths, embed_and_norm_paths
 from .base import Method, freeze_all
 
 
@@ -33,6 +33,3 @@ class SSF(Method):
         freeze_all(model)
         for path in embed_and_norm_paths(model) + block_linear_paths(model):
             wrap(model, path, SSFWrapper)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        return unwrap(model)

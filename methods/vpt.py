@@ -19,9 +19,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.registry import register_method
-
-from .base import Method, freeze_all
+from ._registry import register_method
+from .base import Method, freeze_all, option
 
 
 def prompt_init_bound(patch_size: tuple[int, int], dim: int) -> float:
@@ -91,8 +90,8 @@ class PromptRemover(nn.Module):
 class _VisualPromptTuning(Method):
     """Shared implementation of VPT-shallow and VPT-deep (see the registered subclasses)."""
 
-    prompt_len: int = 10
-    prompt_dropout: float = 0.0
+    prompt_len: int = option(10, "L, the number of prompt tokens (per block for vpt_deep)")
+    prompt_dropout: float = option(0.0, "dropout on the prompts as they enter the sequence")
 
     deep: ClassVar[bool] = False
     # VPT's configs/base-prompt.yaml: SGD, momentum 0.9 (100 epochs, 10 warm-up: the engine's own
@@ -166,7 +165,7 @@ class VPTDeep(_VisualPromptTuning):
     Trainable: depth x L x D prompt parameters and the head. Not mergeable, as VPT-shallow.
     """
 
-    prompt_dropout: float = 0.1
+    prompt_dropout: float = option(0.1, "dropout on the prompts as they enter the sequence")
 
     summary = "VPT-deep: fresh learnable prompt tokens before every block"
     deep = True

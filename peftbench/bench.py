@@ -24,12 +24,14 @@ import torch
 
 from . import engine, provenance
 from .backbone import head_parameter_names, model_input_size_of, normalisation
-from .build import build_model, method_of
+from .api import build_model, method_of
 from .data.batches import BatchMaker
 from .data.loading import SplitData
 from .data.recipes import RECIPES
 from .errors import PeftbenchError
-from .runner import count_parameters
+from .methods import get_method
+from .params import count_parameters
+from .settings import check_keys, parse_assignments
 from .settings import TrainConfig
 from .suites import Suite
 
@@ -161,6 +163,43 @@ def _wait_for_peers(folder: str, processes: int, tag: str) -> None:
         if time.monotonic() > deadline:
             raise PeftbenchError(f"bench: {processes} packed processes did not all get ready within {BARRIER_SECONDS} s")
         time.sleep(0.01)
+
+
+def bench_rows(names: list[str], assignments: list[str], setup: BenchSetup, runs_per_gpu: int = 1) -> list[BenchRow]:
+    """One row per method; `runs_per_gpu` above 1 runs that many bench processes packed together."""
+    options = parse_assignments(assignments)
+    check_keys(options, [get_method(name) for name in names])
+    check_setup(setup)
+    if runs_per_gpu > 1:
+        return combine_packed(packed(packed_arguments(names, assignments, setup), runs_per_gpu))
+    return [bench_method(name, setup, {k: v for k, v in options.items() if k in get_method(name).option_fields()})
+            for name in names]
+
+
+def packed_arguments(names: list[str], assignments: list[str], setup: BenchSetup) -> list[str]:
+    """The `peftbench bench` arguments of one packed process measuring `setup`."""
+    return [f"--method={name}" for name in names] + [f"--set={item}" for item in assignments] + [
+        f"--model={setup.model}", f"--batch-size={setup.batch_size}", f"--eval-batch-size={setup.eval_batch_size}",
+        f"--steps={setup.steps}", f"--warmup={setup.warmup}", f"--eval-batches={setup.eval_batches}",
+        f"--stored-size={setup.stored_size}", f"--device={setup.device.type}"] + (["--compile"] if setup.compile else [])
+
+
+def parse_barrier(text: str | None) -> tuple[str, int] | None:
+    """`FOLDER:N` -> (folder, n): the packed processes start their timed steps together."""
+    if not text:
+        return None
+    folder, _, peers = text.rpartition(":")
+    return folder, int(peers)
+
+
+def describe_setup(setup: BenchSetup, runs_per_gpu: int) -> str:
+    """The line under the Markdown table: device, model, batches, precision, packing, steps."""
+    precision = "bf16 autocast" if setup.device.type == "cuda" else "fp32"
+    packing = f", {runs_per_gpu} runs packed (aggregate training images/s)" if runs_per_gpu > 1 else ""
+    return (f"{provenance.device_name(setup.device)}; {setup.model}, random weights, batch {setup.batch_size}, eval batch "
+            f"{setup.eval_size}, {precision}{', torch.compile' if setup.compile else ''}{packing}; "
+            f"{setup.steps} timed steps after {setup.warmup}. Peak memory: CUDA max allocated while training "
+            "(not measured on the CPU).")
 
 
 def packed(arguments: list[str], runs: int) -> list[list[BenchRow]]:

@@ -1,4 +1,5 @@
-"""The `peftbench` command: parses, prints, and calls the rooms below; no logic of its own."""
+"""The `peftbench` command: every command parses, calls one room below and prints; no logic of its own."""
+
 from __future__ import annotations
 
 import os
@@ -38,29 +39,14 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class ReportFormat(str, Enum):
-    md = "md"
-    csv = "csv"
-    json = "json"
-    latex = "latex"
-    html = "html"
+ReportFormat = Enum("ReportFormat", {name: name for name in ("md", "csv", "json", "latex", "html")}, type=str)
+TableFormat = Enum("TableFormat", {name: name for name in ("md", "json")}, type=str)
+Listing = Enum("Listing", {name: name for name in ("methods", "tasks", "suites", "recipes")}, type=str)
+Launcher = Enum("Launcher", {name: name for name in ("local", "slurm")}, type=str)
+Reference = Enum("Reference", {name: name for name in ("none", "paper")}, type=str)
 
-
-class ParamsFormat(str, Enum):
-    md = "md"
-    json = "json"
-
-
-class Listing(str, Enum):
-    methods = "methods"
-    tasks = "tasks"
-    suites = "suites"
-    recipes = "recipes"
-
-
-class Launcher(str, Enum):
-    local = "local"
-    slurm = "slurm"
+DATA_ROOT_HELP = "Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."
+SET_HELP = "Override a setting or method option: key=value (repeatable), e.g. lr=1e-3 or rank=4."
 
 
 @app.command()
@@ -73,7 +59,7 @@ def run(
     model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint to start from (.npz, .safetensors, .pth)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Start from random initialisation."),
-    data_root: Path = typer.Option(_data_root_default, help="Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."),
+    data_root: Path = typer.Option(_data_root_default, help=DATA_ROOT_HELP),
     seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed (repeatable); default 42."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="The first N of VPT's seeds 42, 44, 82, 100, 800."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the suite's)."),
@@ -83,7 +69,7 @@ def run(
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
     recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting: key=value (repeatable), e.g. lr=1e-3."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun units whose record says failed."),
     force: bool = typer.Option(False, help="Rerun every unit, finished or not."),
     launcher: Launcher = typer.Option(Launcher.local, help="local: this machine; slurm: a job array through submitit."),
@@ -100,75 +86,38 @@ def run(
     """Train and evaluate methods on a suite's tasks under a protocol; one record per unit under --out.
 
     A rerun of the same command skips finished units and resumes the rest."""
-    from .data import prepare_suite_data
-    from .data.recipes import get_recipe
-    from .protocols import check_protocol, seeds_from
-    from .registry import resolve_method_names
-    from .request import RunRequest
-    from .settings import parse_assignments
     from .store import Store
-    from .suites import get_suite
-    from .sweep import open_session, plan
-    from .tuning import parse_grid
+    from .sweeps.launch import Slurm, execute, local_launcher
+    from .sweeps.progress import RichSweepProgress
+    from .sweeps.request import RunRequest
 
     try:
-        if weights is not None and no_pretrained:
-            raise PeftbenchError("--weights and --no-pretrained exclude each other; give one")
-        chosen = get_suite(suite)
-        overrides = parse_assignments(set_ or [])
-        overrides.update({k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None})
-        if grid and protocol != "tune":
-            raise PeftbenchError("--grid applies to --protocol tune only")
-        if eval_every < 1:
-            raise PeftbenchError(f"--eval-every must be at least 1, got {eval_every}")
-        if workers < 1 or runs_per_gpu < 1:
-            raise PeftbenchError(f"--workers and --runs-per-gpu must be at least 1, got {workers} and {runs_per_gpu}")
-        request = RunRequest(
-            suite=chosen,
-            tasks=chosen.select(task),
-            methods=resolve_method_names(method),
-            model=model or chosen.model,
-            weights=None if no_pretrained else (str(weights) if weights else "default"),
-            seeds=seeds_from(seed, seeds),
-            overrides=overrides,
-            data_root=data_root,
-            device=device.value,
-            force=force,
-            cache_dir=cache_dir,
-            recipe=get_recipe(recipe).name if recipe else None,
-            protocol=check_protocol(protocol),
-            grid=parse_grid(grid or []),
-            eval_every=eval_every if protocol == "best-test" else 1,
-            retry_failed=retry_failed,
-            compile=compile,
-        )
-        gpu_list = _gpu_list(gpus, runs_per_gpu if launcher is Launcher.local else 1)
-        store = Store(out)
-        units = plan(request)
-        prepare_suite_data(request.suite, request.tasks, request.data_root)
-        session = open_session(request, store, units)
+        request = RunRequest.from_options(
+            method, suite, data_root, task, protocol, grid, model, weights, no_pretrained, seed, seeds, epochs,
+            batch_size, eval_every, set_, recipe, device=device.value, force=force, cache_dir=cache_dir,
+            retry_failed=retry_failed, compile=compile)
         if launcher is Launcher.slurm:
-            _submit(session, workers, len(session.todo), partition, time, gpus_per_node, array_parallelism, wait,
-                    runs_per_gpu)
-            if not wait:
-                return
-            outcome = _outcome(session, units, store)
-        elif workers > 1 or gpu_list:
-            from .launch import run_local_workers, worker_shares
-
-            run_local_workers(session, worker_shares(workers, gpu_list, runs_per_gpu))
-            outcome = _outcome(session, units, store)
+            how = Slurm(workers, partition, time, gpus_per_node, array_parallelism, runs_per_gpu, wait,
+                        cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"))
         else:
-            from .progress import RichSweepProgress
-            from .sweep import work
-
-            with RichSweepProgress(len(units)) as progress:
-                outcome = work(request, store, session, progress, units)
+            how = local_launcher(workers, gpus, runs_per_gpu, RichSweepProgress)
+        outcome = execute(request, Store(out), how)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    console.print(
-        f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; records in {out}/"
-    )
+    _print_outcome(outcome, out)
+
+
+def _print_outcome(outcome, out: Path) -> None:
+    """The sweep's summary line, its warnings and one error line per failed unit (exit 1 if any)."""
+    from .sweeps.launch import Submission
+
+    if isinstance(outcome, Submission):
+        console.print(f"submitted job array {outcome.job_id} ({outcome.tasks} worker task(s)) for {outcome.units} "
+                      f"unit(s); follow with: peftbench status --results {outcome.results}" if outcome.units else
+                      "nothing to submit: every unit has a record (--retry-failed / --force rerun them)")
+        return
+    console.print(f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; "
+                  f"records in {out}/")
     if outcome.skipped_failed:
         typer.echo(f"warning: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
                    "--retry-failed reruns them", err=True)
@@ -178,62 +127,16 @@ def run(
         raise typer.Exit(1)
 
 
-def _gpu_list(gpus: Optional[str], runs_per_gpu: int = 1) -> list[int]:
-    """The --gpus numbers; with --runs-per-gpu above 1 and no --gpus, every visible GPU."""
-    if not gpus and runs_per_gpu > 1:
-        import torch
-
-        if not torch.cuda.device_count():
-            raise PeftbenchError("--runs-per-gpu packs runs on CUDA devices and torch sees none; on the CPU use --workers N")
-        return list(range(torch.cuda.device_count()))
-    if not gpus:
-        return []
-    try:
-        return [int(g) for g in gpus.split(",")]
-    except ValueError:
-        raise PeftbenchError(f"--gpus expects device numbers like 0,1,2, got '{gpus}'") from None
-
-
-def _outcome(session, units, store):
-    from .launch import outcome_of
-
-    return outcome_of(session, units, store)
-
-
-def _submit(session, workers, todo, partition, time, gpus_per_node, array_parallelism, wait, runs_per_gpu) -> None:
-    from .launch import SlurmOptions, submit_slurm
-
-    if not todo:
-        console.print("nothing to submit: every unit has a record (--retry-failed / --force rerun them)")
-        return
-    per_task = max(1, gpus_per_node) * runs_per_gpu  # worker processes in one array task
-    tasks = workers if workers > 1 else min(-(-todo // per_task), array_parallelism)
-    options = SlurmOptions(tasks, partition, time, gpus_per_node, array_parallelism, runs_per_gpu,
-                           cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"))
-    jobs = submit_slurm(session, options)
-    console.print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({tasks} worker task(s)) for {todo} unit(s); "
-                  f"follow with: peftbench status --results {session.root}")
-    if wait:
-        for job in jobs:
-            job.result()
-
-
 @app.command()
 def status(
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite."),
     results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder holding the sweeps."),
 ) -> None:
     """Done / failed / running / pending units per method and task, for every sweep under --results."""
-    from .status import STATES, summarise, unit_states
-    from .suites import get_suite
+    from .sweeps.status import STATES, summarise, sweep_states
 
     try:
-        name = get_suite(suite).name if suite else None
-        if not results.is_dir():
-            raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
-        units = unit_states(results, name)
-        if units.empty:
-            raise PeftbenchError(f"no sweep manifests under {results}/.sweeps" + (f" for suite {name}" if name else ""))
+        units = sweep_states(results, suite)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     for (suite_name, protocol_name), part in summarise(units).groupby(["suite", "protocol"], sort=False):
@@ -245,11 +148,6 @@ def status(
         console.print(table)
     totals = units["state"].value_counts()
     console.print(", ".join(f"{totals.get(s, 0)} {s}" for s in STATES) + f" of {len(units)} unit(s)")
-
-
-class Reference(str, Enum):
-    none = "none"
-    paper = "paper"
 
 
 @app.command()
@@ -265,41 +163,13 @@ def report(
     baseline: Optional[str] = typer.Option(None, help="The row the heat map compares with, e.g. linear."),
 ) -> None:
     """Render leaderboards from the records under --results (and plots with --plot / --heatmap)."""
-    from .report import TRAIN_TIME, build_leaderboard, render, runs_frame
-    from .store import Store
-    from .suites import all_suites, get_suite
+    from .reports.make import PlotRequest, make_report
 
     try:
-        suites = [get_suite(suite)] if suite else list(all_suites().values())
-        if not results.is_dir():
-            raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
-        if (plot or plot_time or heatmap) and len(suites) != 1:
-            raise PeftbenchError("--plot, --plot-time and --heatmap need one --suite")
-        if heatmap and not baseline:
-            raise PeftbenchError("--heatmap needs --baseline ROW, e.g. --baseline linear")
-        runs = runs_frame(Store(results).records())
-        boards = [build_leaderboard(runs, s) for s in suites]
-        if not suite:
-            boards = [b for b in boards if not b.is_empty]
-        if not boards or boards[0].is_empty:
-            raise PeftbenchError(f"no finished records under {results}" + (f" for suite {suite}" if suite else ""))
-        if plot or plot_time or heatmap:
-            from . import plots
-
-            if plot:
-                plots.pareto_plot(boards[0], plot)
-            if plot_time:
-                minutes = boards[0].efficiency[TRAIN_TIME].dropna()
-                plots.accuracy_vs_time_plot(boards[0], (minutes * 60).to_dict(), plot_time)
-            if heatmap:
-                plots.delta_heatmap(boards[0], baseline, heatmap)
-        if reference is Reference.paper:
-            from .references import with_published
-
-            boards = [with_published(b) for b in boards]
+        text = make_report(results, suite, format.value, reference is Reference.paper,
+                           PlotRequest(plot, plot_time, heatmap, baseline))
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    text = "\n".join(render(b, format.value) for b in boards)
     typer.echo(text, nl=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -312,29 +182,16 @@ def params(
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable); default: all."),
     model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method option: key=value (repeatable), e.g. rank=4."),
-    format: ParamsFormat = typer.Option(ParamsFormat.md, "--format", "-f", help="Output format."),
+    format: TableFormat = typer.Option(TableFormat.md, "--format", "-f", help="Output format."),
 ) -> None:
     """Exact trainable parameters per method, with and without the head, per task and averaged (no data or weights needed)."""
-    from .params import count_trainable, render_counts
-    from .registry import get_method, resolve_method_names
-    from .settings import check_keys, parse_assignments
-    from .suites import get_suite
+    from .params import suite_counts
 
     try:
-        chosen = get_suite(suite)
-        names = resolve_method_names(method or ["all"])
-        overrides = parse_assignments(set_ or [])
-        check_keys(overrides, [get_method(name) for name in names])
-        model_name = model or chosen.model
-        counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
+        text = suite_counts(suite, method or ["all"], model, set_ or [], format.value)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    typer.echo(render_counts(counts, chosen, model_name, format.value), nl=False)
-
-
-class BenchFormat(str, Enum):
-    md = "md"
-    json = "json"
+    typer.echo(text, nl=False)
 
 
 @app.command()
@@ -353,54 +210,34 @@ def bench(
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Also estimate this suite's time per method (one seed) from the rates."),
     epochs: Optional[int] = typer.Option(None, help="Epochs for the estimate; default: the suite's."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method option: key=value (repeatable), e.g. rank=4."),
-    format: BenchFormat = typer.Option(BenchFormat.md, "--format", "-f", help="Output format."),
+    format: TableFormat = typer.Option(TableFormat.md, "--format", "-f", help="Output format."),
     barrier: Optional[str] = typer.Option(None, hidden=True, help="FOLDER:N (packed processes start their timed steps together)."),
 ) -> None:
     """Per method: training and evaluation images/s (merged and unmerged), peak memory and trainable
     parameters, on synthetic inputs with random weights (no dataset needed)."""
     from . import bench as bench_lib
     from .engine import resolve_device
-    from .provenance import device_name
-    from .registry import get_method, resolve_method_names
-    from .settings import check_keys, parse_assignments
+    from .methods import resolve_method_names
     from .suites import get_suite
 
     try:
         names = resolve_method_names(method or ["linear", "lora", "ssf", "rlrr"])
-        options = parse_assignments(set_ or [])
-        check_keys(options, [get_method(name) for name in names])
         chosen = get_suite(suite) if suite else None
         estimate_epochs = epochs or (chosen.defaults.get("epochs", 100) if chosen else 0)
-        folder, _, peers = (barrier or "").rpartition(":")
         setup = bench_lib.BenchSetup(model, batch_size, resolve_device(device.value), steps, warmup, eval_batches,
                                      eval_batch_size, stored_size=stored_size, compile=compile,
-                                     barrier=(folder, int(peers)) if barrier else None)
-        bench_lib.check_setup(setup)
-        if runs_per_gpu > 1:
-            arguments = [f"--method={name}" for name in names] + [f"--set={item}" for item in set_ or []] + [
-                f"--model={model}", f"--batch-size={batch_size}", f"--eval-batch-size={eval_batch_size}",
-                f"--steps={steps}", f"--warmup={warmup}", f"--eval-batches={eval_batches}",
-                f"--stored-size={stored_size}", f"--device={device.value}"] + (["--compile"] if compile else [])
-            rows = bench_lib.combine_packed(bench_lib.packed(arguments, runs_per_gpu))
-        else:
-            rows = []
-            for name in names:
-                method_options = {k: v for k, v in options.items() if k in get_method(name).option_fields()}
-                rows.append(bench_lib.bench_method(name, setup, method_options))
+                                     barrier=bench_lib.parse_barrier(barrier))
+        rows = bench_lib.bench_rows(names, set_ or [], setup, runs_per_gpu)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    if format is BenchFormat.json:
+    if format is TableFormat.json:
         typer.echo(bench_lib.as_json(rows, setup, chosen, estimate_epochs, runs_per_gpu))
         return
     from tabulate import tabulate
 
     headers, cells = bench_lib.table(rows, chosen, estimate_epochs)
     typer.echo(tabulate(cells, headers, tablefmt="github", disable_numparse=True))
-    precision = "bf16 autocast" if setup.device.type == "cuda" else "fp32"
-    packing = f", {runs_per_gpu} runs packed (aggregate training images/s)" if runs_per_gpu > 1 else ""
-    typer.echo(f"\n{device_name(setup.device)}; {model}, random weights, batch {batch_size}, eval batch "
-               f"{setup.eval_size}, {precision}{', torch.compile' if compile else ''}{packing}; "
-               f"{steps} timed steps after {warmup}. Peak memory: CUDA max allocated while training (not measured on the CPU).")
+    typer.echo("\n" + bench_lib.describe_setup(setup, runs_per_gpu))
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect the data a suite needs.")
@@ -410,18 +247,14 @@ app.add_typer(data_app, name="data")
 @data_app.command("check")
 def data_check(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite to check: vtab (vtab1k), fgvc, demo."),
-    data_root: Path = typer.Option(_data_root_default, help="Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."),
+    data_root: Path = typer.Option(_data_root_default, help=DATA_ROOT_HELP),
     deep: bool = typer.Option(False, "--deep", help="Also open and decode every image (slow on the real suites)."),
 ) -> None:
     """One row per task: found or missing, split sizes against the expected ones, labels; exit 1 on errors."""
-    from .data import prepare_suite_data
-    from .data.check import check_suite, render_table
-    from .suites import get_suite
+    from .data.check import check_suite_data, render_table
 
     try:
-        chosen = get_suite(suite)
-        prepare_suite_data(chosen, list(chosen.tasks), data_root)
-        reports = check_suite(chosen, data_root, deep)
+        chosen, reports = check_suite_data(suite, data_root, deep)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     console.print(render_table(reports))
@@ -443,38 +276,33 @@ def list_(
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="With 'tasks': only this suite."),
 ) -> None:
     """List the methods, suites, tasks or preprocessing recipes peftbench knows."""
-    from .registry import all_methods
-    from .suites import all_suites, get_suite
+    from . import listing
 
     try:
-        suites = [get_suite(suite)] if suite else list(all_suites().values())
+        headers, rows, caption = listing.LISTINGS[what.value](suite)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    if what is Listing.methods:
-        table = Table("method", "mergeable", "summary")
-        for name, cls in all_methods().items():
-            table.add_row(name, "yes" if cls.mergeable else "no", cls.summary)
-    elif what is Listing.recipes:
-        from .data.recipes import RECIPES
-
-        table = Table("recipe", "resize", "scale", "crop", "hflip", "mean/std")
-        for r in RECIPES.values():
-            table.add_row(r.name, r.resize, f"{r.scale:.4g}", "yes" if r.crop else "no", "yes" if r.hflip else "no",
-                          str(r.mean_std) if r.mean_std else "backbone's")
-    elif what is Listing.suites:
-        table = Table("suite", "aliases", "tasks", "layout", "backbone", "description")
-        for s in suites:
-            table.add_row(s.name, ", ".join(s.aliases), str(len(s.tasks)), s.layout, s.model, s.description)
-    else:
-        layouts = {"/".join(t.splits) for s in suites for t in s.tasks}
-        table = Table(caption="split sizes: " + "; ".join(sorted(layouts)))
-        for header in ("suite", "task", "aliases", "group", "classes", "split sizes"):
-            table.add_column(header, no_wrap=header != "aliases")
-        for s in suites:
-            for t in s.tasks:
-                sizes = "/".join(str(v) for v in t.splits.values())
-                table.add_row(s.name, t.name, ", ".join(t.aliases), t.group, str(t.num_classes), sizes)
+    table = Table(caption=caption)
+    for header in headers:
+        table.add_column(header, no_wrap=header in ("suite", "task", "group", "classes", "split sizes"))
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+
+
+@app.command()
+def describe(
+    method: str = typer.Argument(..., help="A method name (see `peftbench list methods`)."),
+    model: str = typer.Option("vit_base_patch16_224", help="timm ViT whose trainable parameters are counted."),
+) -> None:
+    """A method's summary, paper and equation, options with defaults, trainable parameters and merge support."""
+    from .listing import describe_method
+
+    try:
+        text = describe_method(method, model)
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(text, nl=False)
 
 
 def main() -> None:

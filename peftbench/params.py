@@ -12,11 +12,21 @@ from typing import Any
 import pandas as pd
 import torch
 
+from torch import nn
+
+from .api import adapt
 from .backbone import create_backbone, head_parameter_names
-from .build import adapt
-from .registry import get_method
-from .settings import resolve
-from .suites import Suite
+from .methods import get_method, resolve_method_names
+from .settings import check_keys, parse_assignments, resolve
+from .suites import Suite, get_suite
+
+
+def count_parameters(model: nn.Module, head_names: set[str]) -> dict[str, int]:
+    """Trainable parameters with and without the head, the head's, and the model's total."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    head = sum(p.numel() for n, p in model.named_parameters() if n in head_names)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "trainable_without_head": trainable - head, "head": head, "total": total}
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,15 @@ def render_counts(counts: list[MethodCount], suite: Suite, model_name: str, fmt:
     notes = (f"Trainable parameters of `{model_name}` on suite {suite.name}: per task with the classification head, "
              f"the mean over the suite's {len(suite.tasks)} tasks with the head (the RLRR paper's convention), and without it.")
     return f"## Trainable parameters: {suite.name}\n\n{shown.to_markdown(disable_numparse=True)}\n\n- {notes}\n"
+
+
+def suite_counts(suite: str, methods: list[str], model: str | None, assignments: list[str], fmt: str) -> str:
+    """`peftbench params`: the counts of `methods` (or `all`) on the suite's tasks, rendered in `fmt`."""
+    chosen = get_suite(suite)
+    names = resolve_method_names(methods)
+    overrides = parse_assignments(assignments)
+    check_keys(overrides, [get_method(name) for name in names])
+    model_name = model or chosen.model
+    counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
+    return render_counts(counts, chosen, model_name, fmt)
+

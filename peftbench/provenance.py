@@ -9,7 +9,7 @@ from pathlib import Path
 import timm
 import torch
 
-from . import __version__
+from ._version import __version__
 
 
 @cache

@@ -11,6 +11,7 @@ with the new weights and with random initialisation, through the same code path 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -29,7 +30,9 @@ from peftbench.engine import Normalise, learning_rate, seed_everything
 from peftbench.settings import TrainConfig
 from peftbench.store import Store
 from peftbench.suites import get_suite
-from peftbench.sweep import RunRequest, SweepListener, execute
+from peftbench.sweeps.launch import InProcess, execute
+from peftbench.sweeps.request import RunRequest
+from peftbench.sweeps.work import SweepListener
 
 
 class MultiAttributeModel(nn.Module):
@@ -92,9 +95,9 @@ def pretrain(args: argparse.Namespace) -> dict[str, float]:
 
 
 class Quiet(SweepListener):
-    def run_finished(self, spec, record) -> None:
-        top1 = record.get("metrics", {}).get("test_top1")
-        print(f"  probe {spec.task:<10} weights={spec.weights[:12]:<12} top-1 {top1}", flush=True)
+    def run_finished(self, unit, record) -> None:
+        top1 = record.metrics.top1 if record.ok else record.reason
+        print(f"  probe {unit.spec.task:<10} weights={unit.spec.weights[:12]:<12} top-1 {top1}", flush=True)
 
 
 def linear_probes(weights: Path | None, data_root: Path) -> dict[str, float]:
@@ -102,10 +105,10 @@ def linear_probes(weights: Path | None, data_root: Path) -> dict[str, float]:
     suite = get_suite("demo")
     with tempfile.TemporaryDirectory() as results:
         request = RunRequest(suite, list(suite.tasks), ["linear"], suite.model, weights, [42], {}, data_root, device="cpu")
-        outcome = execute(request, Store(Path(results)), Quiet())
+        outcome = execute(request, Store(Path(results)), InProcess(lambda units: contextlib.nullcontext(Quiet())))
         if outcome.failed:
             sys.exit(f"probe failed: {outcome.failed}")
-        return {r["spec"]["task"]: round(r["metrics"]["test_top1"], 1) for r in Store(Path(results)).records()}
+        return {r.spec.task: round(r.metrics.top1, 1) for r in Store(Path(results)).records()}
 
 
 def main() -> None:

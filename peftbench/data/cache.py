@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import PeftbenchError
-from ..store import write_json_atomic
+from ..atomic import write_json_atomic
 
 CACHE_VERSION = 1
 META = "meta.json"

@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import PeftbenchError
-from ..suites import Suite, Task
+from ..suites import Suite, Task, get_suite
 from . import fgvc, vtab
-from .loading import task_dir
+from .loading import prepare_suite_data, task_dir
 
 MAX_NAMED_IMAGES = 5  # bad images named per task; the rest are counted
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
@@ -172,3 +172,11 @@ def _size_cell(report: TaskReport, split: str) -> str:
     if expected is None:
         return str(found)
     return f"{found}/{expected}" if found == expected else f"[yellow]{found}/{expected}[/]"
+
+
+def check_suite_data(suite: str, data_root: Path, deep: bool = False) -> tuple[Suite, list[TaskReport]]:
+    """`peftbench data check`: the suite (its demo tasks generated when missing) and one report per task."""
+    chosen = get_suite(suite)
+    prepare_suite_data(chosen, list(chosen.tasks), data_root)
+    return chosen, check_suite(chosen, data_root, deep)
+

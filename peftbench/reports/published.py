@@ -23,10 +23,10 @@ from typing import Mapping, NamedTuple
 
 import pandas as pd
 
-from . import report
-from .errors import PeftbenchError
-from .protocols import check_protocol
-from .suites import Suite
+from . import leaderboard
+from ..errors import PeftbenchError
+from ..spec import check_protocol
+from ..suites import Suite
 
 REFERENCE_PACKAGE = "peftbench.tasks"
 REFERENCE_FOLDER = "reference"
@@ -148,10 +148,10 @@ def _in_suite_order(values: Mapping[str, float], suite: Suite) -> dict[str, floa
 def means(values: Mapping[str, float], suite: Suite) -> dict[str, float]:
     """Per-group means, the flat mean over tasks and the mean of group means (NaN where a task is missing).
 
-    Keys are the leaderboard's column names (peftbench.report). Both suite means are given, labelled,
+    Keys are the leaderboard's column names (peftbench.reports.leaderboard). Both suite means are given, labelled,
     because papers mix them (README: "Mean"): RLRR/SSF/VPT print the flat one, NOAH/PACE the other.
     """
-    return report.suite_means(values, suite)
+    return leaderboard.suite_means(values, suite)
 
 
 def recomputed_means(row: PublishedRow, suite: Suite) -> dict[str, float]:
@@ -230,7 +230,7 @@ def deltas(ours: Mapping[str, float], published: PublishedRow, suite: Suite) -> 
 PARAMS_AS_PRINTED = "Params (M) as printed"
 
 
-def with_published(board: "report.Leaderboard") -> "report.Leaderboard":
+def with_published(board: "leaderboard.Leaderboard") -> "leaderboard.Leaderboard":
     """`board` plus the suite's published rows (means recomputed from their cells, Params as printed)
     and, under each, a delta row (ours − published) for every one of our rows that is like with like;
     a published row with no such partner gets a note with the reason."""

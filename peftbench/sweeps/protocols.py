@@ -1,7 +1,7 @@
 """Protocols: how a run request becomes units of work, each with a stable key.
 
 - `default`: each method's default settings, trained on the suite's train split, test once.
-- `paper`: each method's published settings per task (peftbench.paper), trained and tested as default.
+- `paper`: each method's published settings per task (peftbench.sweeps.paper_settings), trained and tested as default.
 - `tune`: a grid of trials (train on train800, score val200), then one final run per seed with the
   chosen setting (train800val200, test once). A final waits for its trials.
 - `best-test` (opt-in): as `paper` where the method has published settings, else `default`, but
@@ -15,14 +15,14 @@ import hashlib
 import json
 from typing import Any
 
-from . import paper, tuning
-from .errors import PeftbenchError
-from .registry import get_method
-from .settings import check_keys, resolve
-from .spec import RunSpec
-from .suites import Task
+from ..errors import PeftbenchError
+from ..methods import get_method
+from ..settings import check_keys, resolve
+from ..record import Record
+from ..spec import PROTOCOLS, RunSpec, check_protocol
+from ..suites import Task
+from . import paper_settings, tuning
 
-PROTOCOLS = ("default", "paper", "tune", "best-test")
 VPT_SEEDS = (42, 44, 82, 100, 800)  # VPT's five seeds; `--seeds N` takes the first N
 
 
@@ -62,12 +62,6 @@ class Unit:
                 "seed": s.seed, "protocol": s.protocol, "trials": list(self.trials)}
 
 
-def check_protocol(name: str) -> str:
-    if name not in PROTOCOLS:
-        raise PeftbenchError(f"unknown protocol '{name}'; valid protocols: {', '.join(PROTOCOLS)}")
-    return name
-
-
 def seeds_from(seeds: list[int] | None, count: int | None) -> list[int]:
     """`--seed` values, or the first `--seeds N` of VPT's seeds, or 42."""
     if seeds and count is not None:
@@ -79,18 +73,14 @@ def seeds_from(seeds: list[int] | None, count: int | None) -> list[int]:
     return list(dict.fromkeys(seeds or [42]))
 
 
-def plan(request, weights_identity: str) -> list:
+def plan_units(request, weights_identity: str) -> list[Unit]:
     """Every unit of `request` in task, method, (trials then finals | seed) order."""
     method_classes = [get_method(name) for name in request.methods]
     check_keys({**request.overrides, **(request.grid or {})}, method_classes)
     units: list[Unit] = []
     for task in request.tasks:
         for cls in method_classes:
-            settings, recipe = _settings(request, cls, task)
-            template = RunSpec(request.suite.name, task.name, cls.name, request.model, weights_identity,
-                               request.seeds[0], settings, protocol=request.protocol,
-                               train_split=request.suite.train_split, eval_split=request.suite.eval_split,
-                               recipe=recipe)
+            template = _template(request, cls, task, weights_identity)
             if request.protocol == "tune":
                 units.extend(_tune_units(request, cls, template))
             else:
@@ -98,23 +88,23 @@ def plan(request, weights_identity: str) -> list:
     return units
 
 
-def _settings(request, cls: type, task: Task) -> tuple[dict[str, Any], str]:
-    """The resolved settings and recipe of one method on one task under the request's protocol."""
+def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
+    """The spec of one method on one task under the request's protocol (first seed)."""
     suite, recipe = request.suite, request.recipe or request.suite.recipe
     published: dict[str, Any] = {}
-    if request.protocol == "paper" or request.protocol == "best-test":
+    if request.protocol in ("paper", "best-test"):
         try:
-            found = paper.published(cls.name, suite, task)
+            found = paper_settings.published(cls.name, suite, task)
             published, recipe = found.settings, request.recipe or found.recipe
         except PeftbenchError:
             if request.protocol == "paper":
                 raise
-    train_cfg, options = resolve(cls, suite.defaults, {**published, **request.overrides})
-    settings = {**dataclasses.asdict(train_cfg), **options}
-    if request.protocol == "best-test":
-        settings["eval_every"] = request.eval_every
-        settings["settings_source"] = "paper" if published else "default"
-    return settings, recipe
+    train, options = resolve(cls, suite.defaults, {**published, **request.overrides})
+    best_test = request.protocol == "best-test"
+    return RunSpec(suite.name, task.name, cls.name, request.model, weights_identity, request.seeds[0], train,
+                   options, protocol=request.protocol, train_split=suite.train_split, eval_split=suite.eval_split,
+                   recipe=recipe, eval_every=request.eval_every if best_test else 0,
+                   settings_source=("paper" if published else "default") if best_test else "")
 
 
 def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
@@ -123,8 +113,8 @@ def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
     train_split, eval_split = request.suite.tune_splits
     trials = []
     for point in tuning.grid_points(grid):
-        settings = tuning.trial_settings(cls, template.settings, point, per_256)
-        spec = dataclasses.replace(template, settings=settings, train_split=train_split, eval_split=eval_split)
+        spec = template.with_settings(tuning.trial_values(template.settings, point, per_256))
+        spec = dataclasses.replace(spec, train_split=train_split, eval_split=eval_split)
         trials.append(Unit("trial", spec, point=tuple(point.items())))
     keys = tuple(t.key for t in trials)
     points = tuple(t.point for t in trials)
@@ -132,20 +122,18 @@ def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
     return trials + finals
 
 
-def final_spec(unit: Unit, trial_records: list[dict[str, Any]]) -> tuple[RunSpec, dict[str, Any]]:
+def final_spec(unit: Unit, trial_records: list[Record]) -> tuple[RunSpec, dict[str, Any]]:
     """The spec a tune final runs with, and the selection it records, from its trials' records."""
     trials = []
     for point, record in zip(unit.points, trial_records):
-        entry = {"point": dict(point), "settings": record["spec"]["settings"], "status": record["status"],
-                 "key": record["key"]}
-        if record["status"] == "ok":
-            entry["val_top1"] = record["metrics"]["val_top1"]
+        entry = {"point": dict(point), "settings": record.spec.settings, "status": record.status, "key": record.key}
+        if record.ok:
+            entry["val_top1"] = record.metrics.top1
         else:
-            entry["reason"] = record.get("reason", "")
+            entry["reason"] = record.reason
         trials.append(entry)
     best = tuning.choose(trials)
     chosen = {k: best["settings"][k] for k in best["point"]}
-    spec = dataclasses.replace(unit.spec, settings={**unit.spec.settings, **chosen})
     selection = {"chosen_point": best["point"], "chosen_settings": chosen, "val_top1": best["val_top1"],
                  "trials": [{k: v for k, v in t.items() if k != "settings"} for t in trials]}
-    return spec, selection
+    return unit.spec.with_settings(chosen), selection

@@ -1,17 +1,19 @@
-"""LaTeX (booktabs) and HTML renderings of a leaderboard, in the papers' layout.
+"""Every rendering of a leaderboard: Markdown, CSV, JSON, LaTeX (booktabs) and HTML.
 
-Task columns sit under their group (Natural / Specialized / Structured for VTAB-1k), the means
-under "Means"; the best value of each accuracy column is bold (ties: all of them); cells with
-several seeds read `mean ± std`; the notes and the provenance lines follow the table.
+Cells with several seeds read `mean ± std`; the best value of each accuracy column is bold (ties:
+all of them). LaTeX and HTML follow the papers' layout: task columns under their group (Natural /
+Specialized / Structured for VTAB-1k), the means under "Means"; the notes and the provenance
+lines follow the table.
 """
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import pandas as pd
 
-from .report import FLAT_MEAN, GROUP_MEAN, MISSING, Leaderboard, formatted, group_column
+from .leaderboard import FLAT_MEAN, GROUP_MEAN, MISSING, Leaderboard, group_column
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -106,3 +108,80 @@ def bold_markdown(board: Leaderboard, shown: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _format_value(column: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if pd.isna(value):
+        return MISSING
+    if column.startswith("Params"):
+        return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
+    if column == "Seeds":
+        return str(int(value))
+    return f"{value:.1f}"
+
+
+def formatted(board: Leaderboard) -> pd.DataFrame:
+    """The table as display strings; `mean ± std` where several seeds give a spread."""
+    shown = board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
+    if board.spread.empty:
+        return shown
+    for label in shown.index:
+        for column, std in board.spread.loc[label].items():
+            if not pd.isna(std) and not pd.isna(board.table.at[label, column]):
+                shown.at[label, column] = f"{shown.at[label, column]} ± {std:.1f}"
+    return shown
+
+
+FORMATS = ("md", "csv", "json", "latex", "html")
+
+
+def render(board: Leaderboard, fmt: str) -> str:
+    """The leaderboard as Markdown, CSV, JSON, LaTeX (booktabs) or HTML."""
+    if fmt == "latex":
+        return render_latex(board, board.provenance)
+    if fmt == "html":
+        return render_html(board, board.provenance)
+    if fmt == "md":
+        return _render_markdown(board)
+    if fmt == "csv":
+        return _with_spread(board).to_csv(float_format="%.4f")
+    if fmt == "json":
+        rows = json.loads(_with_spread(board).reset_index().to_json(orient="records"))
+        efficiency = json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
+        return json.dumps({"suite": board.suite.name, "rows": rows, "efficiency": efficiency, "notes": board.notes,
+                           "provenance": board.provenance}, indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt}; valid formats: {', '.join(FORMATS)}")
+
+
+def _render_markdown(board: Leaderboard) -> str:
+    title = f"## {board.suite.name}: {board.suite.description}\n\n"
+    if board.is_empty:
+        return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
+    shown = bold_markdown(board, formatted(board))
+    parts = [title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
+             "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."])]
+    if not board.efficiency.empty:
+        parts.append("Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
+                     + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True))
+    parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
+    return "\n\n".join(parts) + "\n"
+
+
+def _efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:
+    def show(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        return MISSING if pd.isna(value) else f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+
+    return efficiency.apply(lambda column: column.map(show))
+
+
+def _with_spread(board: Leaderboard) -> pd.DataFrame:
+    """The table plus a `<column> std` column after each column that has a spread."""
+    if board.spread.empty:
+        return board.table
+    out = board.table.copy()
+    for column in board.spread.columns:
+        if board.spread[column].notna().any():
+            out.insert(out.columns.get_loc(column) + 1, f"{column} std", board.spread[column])
+    return out

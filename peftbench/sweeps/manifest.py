@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .store import write_json_atomic
+from ..atomic import read_json_object, write_json_atomic
 
 SWEEPS = ".sweeps"
 
@@ -37,14 +37,14 @@ def write_manifest(root: Path, sweep_id: str, request_payload: dict[str, Any], u
     folder = sweep_dir(root, sweep_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "manifest.json"
-    created = _read_json(path).get("created", _now()) if path.exists() else _now()
+    created = read_json_object(path).get("created", _now()) if path.exists() else _now()
     write_json_atomic(path, {"sweep": sweep_id, "created": created, "request": request_payload, "units": units})
     return path
 
 
 def manifests(root: Path) -> list[dict[str, Any]]:
     """Every readable manifest under `root`, oldest first."""
-    found = [_read_json(p) for p in sorted((Path(root) / SWEEPS).glob("*/manifest.json"))]
+    found = [read_json_object(p) for p in sorted((Path(root) / SWEEPS).glob("*/manifest.json"))]
     return sorted((m for m in found if m), key=lambda m: m.get("created", ""))
 
 
@@ -75,7 +75,7 @@ def start_session(root: Path, sweep_id: str, request_payload: dict[str, Any], to
 
 
 def load_session(path: Path) -> Session:
-    raw = _read_json(Path(path))
+    raw = read_json_object(Path(path))
     if not raw:
         raise FileNotFoundError(f"no readable session file at {path}")
     root = Path(path).resolve().parents[3]  # <root>/.sweeps/<sweep>/sessions/<id>.json
@@ -86,7 +86,7 @@ def claim(session: Session, unit_key: str, worker: str) -> bool:
     """Claim a unit for this process; False when a live process holds it."""
     session.claims.mkdir(parents=True, exist_ok=True)
     attempts = sorted(session.claims.glob(f"{unit_key}.*"), key=lambda p: int(p.suffix[1:]))
-    if attempts and claim_is_live(_read_json(attempts[-1])):
+    if attempts and claim_is_live(read_json_object(attempts[-1])):
         return False
     path = session.claims / f"{unit_key}.{len(attempts)}"
     temporary = session.claims / f".{unit_key}.{uuid.uuid4().hex}.tmp"
@@ -110,7 +110,7 @@ def live_claims(root: Path, sweep_id: str) -> set[str]:
     """Unit keys held by a live process in any session of the sweep."""
     held = set()
     for path in (sweep_dir(root, sweep_id) / "claims").glob("*/*.*"):
-        if claim_is_live(_read_json(path)):
+        if claim_is_live(read_json_object(path)):
             held.add(path.stem)
     return held
 
@@ -129,10 +129,3 @@ def claim_is_live(claim_data: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}

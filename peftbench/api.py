@@ -7,8 +7,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from . import backbone
 from .errors import PeftbenchError
-from .methods.base import Method
-from .registry import get_method
+from .methods import Method, get_method
 
 METHOD_ATTRIBUTE = "peftbench_method"
 

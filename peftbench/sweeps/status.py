@@ -6,10 +6,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import PeftbenchError
+from ..store import Store
+from ..suites import get_suite
 from .manifest import live_claims, manifests
-from .store import Store
 
 STATES = ("done", "failed", "running", "pending")
+
+
+def sweep_states(results: Path, suite: str | None = None) -> pd.DataFrame:
+    """`unit_states` of a results folder, or a one-line error when it holds no sweep (of `suite`)."""
+    name = get_suite(suite).name if suite else None
+    if not results.is_dir():
+        raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
+    units = unit_states(results, name)
+    if units.empty:
+        raise PeftbenchError(f"no sweep manifests under {results}/.sweeps" + (f" for suite {name}" if name else ""))
+    return units
 
 
 def unit_states(root: Path, suite: str | None = None) -> pd.DataFrame:
@@ -23,7 +36,7 @@ def unit_states(root: Path, suite: str | None = None) -> pd.DataFrame:
                 continue
             record = store.get(unit)
             if record is not None:
-                state = "done" if record.get("status") == "ok" else "failed"
+                state = "done" if record.ok else "failed"
             else:
                 state = "running" if unit["key"] in held else "pending"
             rows[unit["key"]] = {**{k: unit[k] for k in ("suite", "task", "method", "protocol", "kind")}, "state": state}

@@ -5,21 +5,25 @@ A plugin package declares, in its pyproject.toml::
     [project.entry-points."peftbench.methods"]
     my_method = "my_package.module:MyMethod"
 
-where `MyMethod` subclasses `peftbench.methods.base.Method`.
+where `MyMethod` subclasses `peftbench.methods.base.Method`. The built-ins register themselves
+when `peftbench.methods` is imported (which any import of this module does first); entry points
+are read once per process, on the first lookup.
 """
+
 from __future__ import annotations
 
 import warnings
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
 
-from .errors import PeftbenchError
+from peftbench.errors import PeftbenchError
 
 if TYPE_CHECKING:
-    from peftbench.methods.base import Method
+    from .base import Method
 
 ENTRY_POINT_GROUP = "peftbench.methods"
 _METHODS: dict[str, type[Method]] = {}
+_plugins_loaded = False
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -33,7 +37,12 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     return decorate
 
 
-def _load_plugins() -> None:
+def load_plugins(force: bool = False) -> None:
+    """Register the entry points' methods (once per process unless `force`); a broken plugin warns."""
+    global _plugins_loaded
+    if _plugins_loaded and not force:
+        return
+    _plugins_loaded = True
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in _METHODS:
             continue
@@ -47,9 +56,7 @@ def _load_plugins() -> None:
 
 def all_methods() -> dict[str, type[Method]]:
     """Every known method by name: built-ins first, then plugins."""
-    import peftbench.methods  # noqa: F401  (registers the built-ins)
-
-    _load_plugins()
+    load_plugins()
     return dict(_METHODS)
 
 

@@ -7,15 +7,14 @@ into the layer's weight and bias (see `fold_scale_shift`). Initialisation γ ~ N
 models/vision_transformer.py), which RLRR reuses unchanged (zstarN70/RLRR, models/networks.py).
 
 Wrappers hold the original layer as `layer`, so an adapted model's frozen keys gain `.layer`;
-`unwrap` replaces every wrapper by its folded layer, restoring timm's keys.
+merging (methods/_fold.py) replaces every wrapper by its folded layer, restoring timm's keys.
 """
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-
 import torch
 from torch import nn
+
+from ._fold import FoldableWrapper
 
 Foldable = nn.Linear | nn.LayerNorm | nn.Conv2d
 
@@ -50,23 +49,12 @@ class ScaleShift(nn.Module):
         return torch.addcmul(self.shift.view(-1, *trailing), x, self.scale.view(-1, *trailing))
 
 
-class FoldableWrapper(nn.Module):
-    """A frozen `layer` plus trainable parameters that `fold` writes into (a copy of) that layer."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def fold(self) -> nn.Module:
-        """The wrapped layer's type with the adaptation folded into its weights (modifies `layer`)."""
-        raise NotImplementedError
-
-
 class SSFWrapper(FoldableWrapper):
     """`layer` followed by a ScaleShift on its output channels."""
 
     def __init__(self, layer: Foldable):
-        super().__init__(layer)
+        super().__init__()
+        self.layer = layer
         channels, channel_dim = output_channels(layer)
         weight = layer.weight
         self.ssf = ScaleShift(channels, channel_dim, device=weight.device, dtype=weight.dtype)
@@ -108,11 +96,6 @@ def fold_scale_shift(layer: Foldable, scale: torch.Tensor, shift: torch.Tensor) 
     layer.bias = nn.Parameter(bias.to(weight.dtype).detach().clone(), requires_grad=False)
 
 
-def wrap(model: nn.Module, path: str, make: Callable[[nn.Module], FoldableWrapper]) -> None:
-    """Replace the submodule at `path` by `make(submodule)`."""
-    model.set_submodule(path, make(model.get_submodule(path)))
-
-
 def final_norm_path(model: nn.Module) -> str | None:
     """The ViT's last LayerNorm: `norm`, or `fc_norm` (after pooling) when timm moved it there."""
     for path in ("norm", "fc_norm"):
@@ -134,12 +117,3 @@ def block_linear_paths(model: nn.Module) -> list[str]:
     """Each block's fused qkv, attention output projection, fc1 and fc2."""
     names = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
     return [f"blocks.{index}.{name}" for index in range(len(model.blocks)) for name in names]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` with every wrapper replaced by its folded layer (timm's own keys)."""
-    merged = copy.deepcopy(model)
-    wrappers = [(name, m) for name, m in merged.named_modules() if isinstance(m, FoldableWrapper)]
-    for name, wrapper in wrappers:
-        merged.set_submodule(name, wrapper.fold())
-    return merged

@@ -1,4 +1,4 @@
-"""Leaderboards from records: one results structure (a DataFrame), several renderings.
+"""Leaderboards from records: the one table structure every rendering and plot reads.
 
 Rows are (method, backbone) pairs; columns the suite's tasks, one mean per group, the flat mean
 over tasks, the mean of group means, and the trainable parameters (millions) averaged over the
@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .suites import Suite
+from ..record import Record
+from ..suites import Suite
 
 MISSING = "–"
 FLAT_MEAN = "Mean (flat)"
@@ -45,28 +46,27 @@ class Leaderboard:
         return self.table.empty
 
 
-def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per finished (`ok`) run."""
+def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per finished (`ok`) run or tune final; trials (scored on val) never enter a table."""
     rows = []
     for record in records:
-        if record.get("status") != "ok" or record.get("kind") == "trial":
+        if not record.ok or record.kind == "trial":
             continue
-        spec = record["spec"]
-        metrics = record["metrics"]
+        spec = record.spec
         rows.append(
             {
-                "suite": spec["suite"],
-                "task": spec["task"],
-                "method": spec["method"],
-                "model": spec["model"],
-                "weights": spec["weights"],
-                "protocol": spec["protocol"],
-                "seed": spec["seed"],
-                "settings": json.dumps(spec["settings"], sort_keys=True),
-                "finished_at": record.get("finished_at", ""),
-                "top1": metrics["best_test_top1"] if spec["protocol"] == "best-test" else metrics["test_top1"],
-                "trainable": record["params"]["trainable"],
-                "trainable_without_head": record["params"]["trainable_without_head"],
+                "suite": spec.suite,
+                "task": spec.task,
+                "method": spec.method,
+                "model": spec.model,
+                "weights": spec.weights,
+                "protocol": spec.protocol,
+                "seed": spec.seed,
+                "settings": json.dumps(spec.settings, sort_keys=True),
+                "finished_at": record.provenance.finished_at,
+                "top1": record.metrics.best_test_top1 if spec.protocol == "best-test" else record.metrics.top1,
+                "trainable": record.params.trainable,
+                "trainable_without_head": record.params.trainable_without_head,
                 **_efficiency_fields(record),
                 **_provenance_fields(record),
             }
@@ -74,27 +74,31 @@ def runs_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _efficiency_fields(record: dict[str, Any]) -> dict[str, Any]:
-    timing, data = record.get("timing", {}), record.get("data", {})
-    eval_seconds, eval_size = timing.get("eval_seconds"), data.get("eval_size")
+def _efficiency_fields(record: Record) -> dict[str, Any]:
+    timing, execution = record.timing, record.execution
+    eval_size = record.data.eval_size if record.data else None
+    nan = float("nan")
+    # older records lack the figure, and timed a head-only run's evaluation on features cached in training
+    eval_rate = timing.eval_images_per_second or (
+        eval_size / timing.eval_seconds
+        if timing.eval_seconds and eval_size and not execution.used_cached_features
+        else nan
+    )
     return {
-        "train_seconds": timing.get("train_seconds", float("nan")),
-        "train_images_per_second": timing.get("train_images_per_second", float("nan")),
-        # older records lack the figure, and timed a head-only run's evaluation on features cached in training
-        "eval_images_per_second": timing.get("eval_images_per_second") or (
-            eval_size / eval_seconds if eval_seconds and eval_size and not record.get("used_cached_features")
-            else float("nan")),
-        "peak_mb": record.get("memory", {}).get("peak_mb", float("nan")),
-        "evaluated_merged": bool(record.get("evaluated_merged", False)),
-        "device": record.get("device", "unknown"),
+        "train_seconds": nan if timing.train_seconds is None else timing.train_seconds,
+        "train_images_per_second": nan if timing.train_images_per_second is None else timing.train_images_per_second,
+        "eval_images_per_second": eval_rate,
+        "peak_mb": record.memory.peak_mb if record.memory else nan,
+        "evaluated_merged": execution.evaluated_merged,
+        "device": record.provenance.device,
     }
 
 
-def _provenance_fields(record: dict[str, Any]) -> dict[str, Any]:
-    fingerprints = record.get("data", {}).get("fingerprints", {}) or {}
+def _provenance_fields(record: Record) -> dict[str, Any]:
+    fingerprints = (record.data.fingerprints if record.data else {}) or {}
     digests = sorted(f"{split}:{(fp or {}).get('sha256', '?')[:12]}" for split, fp in fingerprints.items())
-    return {"version": record.get("versions", {}).get("peftbench", "?"), "git_commit": record.get("git_commit") or "?",
-            "recipe": record["spec"].get("recipe", "?"), "data": " ".join(digests)}
+    return {"version": record.provenance.versions.get("peftbench", "?"), "git_commit": record.provenance.git_commit or "?",
+            "recipe": record.spec.recipe, "data": " ".join(digests)}
 
 
 def _row_label(method: str, backbone: str, protocol: str, several_backbones: bool, several_protocols: bool) -> str:
@@ -229,84 +233,3 @@ def _notes(suite: Suite, table: pd.DataFrame) -> list[str]:
     if table[task_names].isna().to_numpy().any():
         notes.append(f"{MISSING}: no finished run; means and parameter columns that need a missing task are left empty.")
     return notes
-
-
-def _format_value(column: str, value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if pd.isna(value):
-        return MISSING
-    if column.startswith("Params"):
-        return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
-    if column == "Seeds":
-        return str(int(value))
-    return f"{value:.1f}"
-
-
-def formatted(board: Leaderboard) -> pd.DataFrame:
-    """The table as display strings; `mean ± std` where several seeds give a spread."""
-    shown = board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
-    if board.spread.empty:
-        return shown
-    for label in shown.index:
-        for column, std in board.spread.loc[label].items():
-            if not pd.isna(std) and not pd.isna(board.table.at[label, column]):
-                shown.at[label, column] = f"{shown.at[label, column]} ± {std:.1f}"
-    return shown
-
-
-FORMATS = ("md", "csv", "json", "latex", "html")
-
-
-def render(board: Leaderboard, fmt: str) -> str:
-    """The leaderboard as Markdown, CSV, JSON, LaTeX (booktabs) or HTML."""
-    if fmt in ("latex", "html"):
-        from . import tables
-
-        return tables.render_latex(board, board.provenance) if fmt == "latex" else tables.render_html(board, board.provenance)
-    if fmt == "md":
-        return _render_markdown(board)
-    if fmt == "csv":
-        return _with_spread(board).to_csv(float_format="%.4f")
-    if fmt == "json":
-        rows = json.loads(_with_spread(board).reset_index().to_json(orient="records"))
-        efficiency = json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
-        return json.dumps({"suite": board.suite.name, "rows": rows, "efficiency": efficiency, "notes": board.notes,
-                           "provenance": board.provenance}, indent=2) + "\n"
-    raise ValueError(f"unknown format {fmt}; valid formats: {', '.join(FORMATS)}")
-
-
-def _render_markdown(board: Leaderboard) -> str:
-    from .tables import bold_markdown
-
-    title = f"## {board.suite.name}: {board.suite.description}\n\n"
-    if board.is_empty:
-        return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
-    shown = bold_markdown(board, formatted(board))
-    parts = [title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
-             "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."])]
-    if not board.efficiency.empty:
-        parts.append("Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
-                     + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True))
-    parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
-    return "\n\n".join(parts) + "\n"
-
-
-def _efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:
-    def show(value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        return MISSING if pd.isna(value) else f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
-
-    return efficiency.apply(lambda column: column.map(show))
-
-
-def _with_spread(board: Leaderboard) -> pd.DataFrame:
-    """The table plus a `<column> std` column after each column that has a spread."""
-    if board.spread.empty:
-        return board.table
-    out = board.table.copy()
-    for column in board.spread.columns:
-        if board.spread[column].notna().any():
-            out.insert(out.columns.get_loc(column) + 1, f"{column} std", board.spread[column])
-    return out

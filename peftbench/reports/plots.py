@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Collection, Mapping
 import numpy as np
 import pandas as pd
 
-from .errors import PeftbenchError
-from .report import FLAT_MEAN, PARAMS_WITH_HEAD, PARAMS_WITHOUT_HEAD, Leaderboard
+from ..errors import PeftbenchError
+from .leaderboard import FLAT_MEAN, PARAMS_WITH_HEAD, PARAMS_WITHOUT_HEAD, Leaderboard
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

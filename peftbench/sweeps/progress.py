@@ -1,13 +1,12 @@
 """Rich progress for a sweep: an overall bar over runs and one bar for the run in progress."""
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..record import Record
 from .protocols import Unit
-from .sweep import SweepListener
+from .work import SweepListener
 
 
 class RichSweepProgress(SweepListener):
@@ -59,15 +58,13 @@ class RichSweepProgress(SweepListener):
     def advance(self, steps: int, epoch: int, loss: float | None) -> None:
         self.progress.update(self.run, advance=steps, description=f"{self.label}  epoch {epoch}  loss {loss:.3f}")
 
-    def run_finished(self, unit: Unit, record: dict[str, Any]) -> None:
+    def run_finished(self, unit: Unit, record: Record) -> None:
         if self.run is not None:
             self.progress.remove_task(self.run)
             self.run = None
         self.progress.advance(self.sweep)
-        if record["status"] == "ok":
-            metric, value = next((k, v) for k, v in record["metrics"].items() if k.endswith("_top1"))
-            split = metric.removesuffix("_top1")
-            self.console.print(f"[green]ok[/green]   {unit.label()}: {split} top-1 {value:.1f} % "
-                               f"in {record['wall_seconds']:.1f} s")
+        if record.ok:
+            self.console.print(f"[green]ok[/green]   {unit.label()}: {record.metrics.split} top-1 {record.metrics.top1:.1f} % "
+                               f"in {record.timing.wall_seconds:.1f} s")
         else:
-            self.console.print(f"[red]failed[/red] {unit.label()}: {record['reason']}", soft_wrap=True)
+            self.console.print(f"[red]failed[/red] {unit.label()}: {record.reason}", soft_wrap=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .errors import PeftbenchError
-from .settings import TRAIN_FIELDS, coerce, field_type
-from .suites import Suite
+from ..errors import PeftbenchError
+from ..settings import TRAIN_FIELDS, coerce, field_type
+from ..suites import Suite
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -46,12 +46,11 @@ def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def trial_settings(method_cls: type, settings: dict[str, Any], point: dict[str, Any], per_256: bool) -> dict[str, Any]:
-    """The settings a grid point trains with; with `per_256` (VPT) the point's lr is per 256 images."""
-    chosen = {**settings, **point}
+def trial_values(settings: dict[str, Any], point: dict[str, Any], per_256: bool) -> dict[str, Any]:
+    """The values a grid point sets; with `per_256` (VPT) the point's lr is per 256 images."""
     if per_256 and "lr" in point:
-        chosen["lr"] = point["lr"] * settings["batch_size"] / 256
-    return chosen
+        return {**point, "lr": point["lr"] * settings["batch_size"] / 256}
+    return dict(point)
 
 
 def choose(trials: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,8 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import PeftbenchError
-from .suites import Suite, Task
+from ..errors import PeftbenchError
+from ..suites import Suite, Task
 
 NOT_SETTINGS = {"suite", "task", "source", "hflip", "recipe", "recipe_hflip", "tasks", "processes", "model_ema_decay"}
 

@@ -1,0 +1,117 @@
+"""Run one spec: build the model, train, evaluate, and return its record (never raise).
+
+A failure (bad data, a non-finite loss, out of memory, any exception) becomes a `failed` record
+with its reason, so the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from datetime import datetime, timezone
+
+import torch
+
+from .. import backbone, engine, provenance
+from ..api import adapt
+from ..data import load_split
+from ..data.batches import Split
+from ..data.recipes import get_recipe
+from ..errors import PeftbenchError
+from ..methods import get_method
+from ..params import count_parameters
+from ..record import DataInfo, Execution, Memory, Metrics, Params, Provenance, Record, Timing
+from ..spec import RunSpec
+
+
+class SplitLoader:
+    """The (train, eval) splits of the unit at hand, kept while consecutive units share them."""
+
+    def __init__(self, request):
+        self.request = request
+        self._key: tuple | None = None
+        self._value: tuple | str | None = None
+
+    def __call__(self, spec: RunSpec) -> tuple[Split, Split] | str:
+        """The splits, or the reason they cannot be loaded."""
+        key = (spec.task, spec.train_split, spec.eval_split, spec.recipe, spec.model)
+        if key != self._key:
+            self._key, self._value = key, None  # one pair in memory at a time
+            task, recipe = self.request.suite.task(spec.task), get_recipe(spec.recipe)
+            size = backbone.model_input_size(spec.model)
+            try:
+                self._value = tuple(
+                    load_split(self.request.suite, task, split, self.request.data_root, size, recipe,
+                               self.request.cache_dir)
+                    for split in (spec.train_split, spec.eval_split)
+                )
+            except PeftbenchError as exc:
+                self._value = str(exc)
+        return self._value
+
+
+def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: torch.device,
+             listener: engine.Listener, split: str = "test") -> Record:
+    """Train and evaluate `spec`; its record (status ok or failed), scored on `split` (test, or val for trials)."""
+    record = new_record(spec, device)
+    started = time.perf_counter()
+    try:
+        if isinstance(splits, str):
+            raise PeftbenchError(splits)
+        train, evaluated = splits
+        record = dataclasses.replace(record, data=DataInfo(
+            spec.train_split, len(train), spec.eval_split, len(evaluated), get_recipe(spec.recipe).describe(),
+            {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")}))
+        result, params, fused = _train(request, spec, train, evaluated, device, listener)
+    except (PeftbenchError, engine.NonFiniteLoss) as exc:
+        return failed(record, str(exc), started)
+    except torch.OutOfMemoryError as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return failed(record, f"out of memory: {str(exc).splitlines()[0]}", started)
+    except Exception as exc:  # keep the sweep going; the record keeps the traceback
+        return dataclasses.replace(failed(record, f"{type(exc).__name__}: {exc}", started),
+                                   traceback=traceback.format_exc())
+    metrics = Metrics(result.top1, split, result.final_train_loss)
+    if result.test_curve:
+        best_epoch, best = max(result.test_curve, key=lambda point: (point[1], -point[0]))
+        metrics = dataclasses.replace(metrics, best_test_top1=best, best_test_epoch=best_epoch,
+                                      test_curve=result.test_curve)
+    return dataclasses.replace(
+        record,
+        status="ok",
+        metrics=metrics,
+        params=params,
+        timing=Timing(time.perf_counter() - started, result.train_seconds, result.train_images_per_second,
+                      result.eval_seconds, result.eval_images_per_second),
+        memory=Memory(result.peak_memory_mb, result.memory_measure),
+        execution=Execution(result.used_cached_features, result.evaluated_merged, result.compiled, fused),
+    )
+
+
+def failed(record: Record, reason: str, started: float | None = None) -> Record:
+    wall = time.perf_counter() - started if started is not None else 0.0
+    return dataclasses.replace(record, status="failed", reason=reason, timing=Timing(wall))
+
+
+def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch.device, listener):
+    task = request.suite.task(spec.task)
+    engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
+    model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights)
+    backbone.set_drop_path(model, spec.train.drop_path, spec.train.drop_path_mode)
+    method = get_method(spec.method)(**spec.options)
+    adapt(model, method)
+    params = Params(**count_parameters(model, backbone.head_parameter_names(model)))
+    merge = method.merge if method.mergeable else None
+    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, evaluated, spec.train, device,
+                                       spec.seed, listener, merge, get_recipe(spec.recipe),
+                                       eval_every=spec.eval_every, compile=request.compile)
+    return result, params, engine.uses_fused_attention(model)
+
+
+def new_record(spec: RunSpec, device: torch.device) -> Record:
+    """A failed-until-finished record of `spec` with its provenance."""
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Record(spec.key, "run", spec, "failed",
+                  Provenance(provenance.device_name(device), provenance.versions(), provenance.git_commit(), finished))
