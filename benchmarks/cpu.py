@@ -19,6 +19,7 @@ Each comparison alternates its contenders for several rounds and reports the med
 `python benchmarks/cpu.py [harness linear inference rlrr cache]` runs the named sections (default:
 the first four).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -34,9 +35,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from peftbench import engine, provenance
+from peftbench.api import build_model, method_of
 from peftbench.backbone import model_input_size_of, normalisation
 from peftbench.bench import RECIPE, synthetic_split
-from peftbench.api import build_model, method_of
 from peftbench.data import load_split
 from peftbench.data.batches import BatchMaker
 from peftbench.settings import TrainConfig
@@ -61,8 +62,9 @@ def median_seconds(contenders: dict[str, Callable[[], None]], rounds: int, warmu
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def harness_against_bare(model_name: str = "vit_small_patch16_224", batch: int = 16, steps: int = 4,
-                         rounds: int = 5) -> list[str]:
+def harness_against_bare(
+    model_name: str = "vit_small_patch16_224", batch: int = 16, steps: int = 4, rounds: int = 5
+) -> list[str]:
     torch.manual_seed(0)
     model = build_model("lora", model_name, CLASSES, pretrained=False).train()
     method = method_of(model)
@@ -103,7 +105,9 @@ def harness_against_bare(model_name: str = "vit_small_patch16_224", batch: int =
     ]
 
 
-def linear_probe_cached_against_rerun(model_name: str = "vit_small_patch16_224", images: int = 32, epochs: int = 100) -> list[str]:
+def linear_probe_cached_against_rerun(
+    model_name: str = "vit_small_patch16_224", images: int = 32, epochs: int = 100
+) -> list[str]:
     size = 224
     train = synthetic_split(images, size, CLASSES, seed=1)
     test = synthetic_split(images, size, CLASSES, seed=2)
@@ -113,8 +117,9 @@ def linear_probe_cached_against_rerun(model_name: str = "vit_small_patch16_224",
         torch.manual_seed(0)
         model = build_model("linear", model_name, CLASSES, pretrained=False)
         method = method_of(model)
-        result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=1,
-                                           feature_cache=feature_cache)
+        result = engine.train_and_evaluate(
+            model, method.no_weight_decay(model), train, test, cfg, CPU, seed=1, feature_cache=feature_cache
+        )
         seconds[feature_cache], top1[feature_cache] = result.train_seconds, result.top1
     return [
         f"### 2. Linear probing, {epochs} epochs ({model_name}, {images} images, batch {images})",
@@ -128,8 +133,13 @@ def linear_probe_cached_against_rerun(model_name: str = "vit_small_patch16_224",
     ]
 
 
-def inference_overhead(model_name: str = "vit_base_patch16_224", batch: int = 8, batches: int = 2, rounds: int = 5,
-                       methods: tuple[str, ...] = ("lora", "ssf", "rlrr", "vpt_deep", "adapter")) -> list[str]:
+def inference_overhead(
+    model_name: str = "vit_base_patch16_224",
+    batch: int = 8,
+    batches: int = 2,
+    rounds: int = 5,
+    methods: tuple[str, ...] = ("lora", "ssf", "rlrr", "vpt_deep", "adapter"),
+) -> list[str]:
     inputs = torch.randn(batches, batch, 3, 224, 224)
     contenders: dict[str, Callable[[], None]] = {}
 
@@ -140,6 +150,7 @@ def inference_overhead(model_name: str = "vit_base_patch16_224", batch: int = 8,
         def run() -> None:
             for chunk in inputs:
                 model(chunk)
+
         return run
 
     torch.manual_seed(0)
@@ -151,14 +162,21 @@ def inference_overhead(model_name: str = "vit_base_patch16_224", batch: int = 8,
             contenders[f"{name} merged"] = evaluation(method_of(model).merge(model))
     seconds = median_seconds(contenders, rounds)
     plain = seconds["plain backbone"]
-    lines = [f"### 3. Inference overhead over the plain backbone ({model_name}, batch {batch}, {batches} batches × {rounds} rounds)",
-             "", "| method | unmerged img/s | overhead | merged img/s | overhead merged |", "|---|---:|---:|---:|---:|",
-             f"| plain backbone | {batch * batches / plain:.2f} | — | — | — |"]
+    lines = [
+        f"### 3. Inference overhead over the plain backbone ({model_name}, batch {batch}, {batches} batches × {rounds} rounds)",
+        "",
+        "| method | unmerged img/s | overhead | merged img/s | overhead merged |",
+        "|---|---:|---:|---:|---:|",
+        f"| plain backbone | {batch * batches / plain:.2f} | — | — | — |",
+    ]
     for name in methods:
         unmerged = seconds[name]
         merged = seconds.get(f"{name} merged")
-        merged_cells = (f"{batch * batches / merged:.2f} | {merged / plain - 1:+.1%}" if merged is not None
-                        else "— | does not merge")
+        merged_cells = (
+            f"{batch * batches / merged:.2f} | {merged / plain - 1:+.1%}"
+            if merged is not None
+            else "— | does not merge"
+        )
         lines.append(f"| {name} | {batch * batches / unmerged:.2f} | {unmerged / plain - 1:+.1%} | {merged_cells} |")
     return lines + [""]
 
@@ -179,6 +197,7 @@ def rlrr_step_against_floor(model_name: str = "vit_base_patch16_224", batch: int
             for parameter in model.parameters():
                 parameter.grad = None
             F.cross_entropy(model(inputs), labels).backward()
+
         return run
 
     frozen = plain(lambda name: name == "pos_embed")  # the input gradient flows through every block
@@ -192,7 +211,9 @@ def rlrr_step_against_floor(model_name: str = "vit_base_patch16_224", batch: int
         F.cross_entropy(rlrr(inputs), labels).backward()
         optimizer.step()
 
-    seconds = median_seconds({"frozen": backward_only(frozen), "floor": backward_only(floor), "rlrr": rlrr_step}, rounds)
+    seconds = median_seconds(
+        {"frozen": backward_only(frozen), "floor": backward_only(floor), "rlrr": rlrr_step}, rounds
+    )
     return [
         f"### 4. RLRR training step against its floor ({model_name}, batch {batch}, median of {rounds} rounds)",
         "",
@@ -239,16 +260,23 @@ def cache_build_against_warm(images: int = 1000) -> list[str]:
     ]
 
 
-SECTIONS = {"harness": harness_against_bare, "linear": linear_probe_cached_against_rerun,
-            "inference": inference_overhead, "rlrr": rlrr_step_against_floor, "cache": cache_build_against_warm}
+SECTIONS = {
+    "harness": harness_against_bare,
+    "linear": linear_probe_cached_against_rerun,
+    "inference": inference_overhead,
+    "rlrr": rlrr_step_against_floor,
+    "cache": cache_build_against_warm,
+}
 
 
 def main(names: list[str]) -> None:
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:
         raise SystemExit(f"unknown section '{unknown[0]}'; valid sections: {', '.join(SECTIONS)}")
-    print(f"Machine: {provenance.device_name(CPU)}; torch {torch.__version__}; timm {provenance.versions()['timm']}; "
-          f"peftbench {provenance.git_commit() or provenance.versions()['peftbench']}\n")
+    print(
+        f"Machine: {provenance.device_name(CPU)}; torch {torch.__version__}; timm {provenance.versions()['timm']}; "
+        f"peftbench {provenance.git_commit() or provenance.versions()['peftbench']}\n"
+    )
     for name in names or ["harness", "linear", "inference", "rlrr"]:
         started = time.perf_counter()
         print("\n".join(SECTIONS[name]()))

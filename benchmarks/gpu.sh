@@ -15,12 +15,8 @@ out=${1:-${OUT:-$repo/benchmarks/out}}
 device=${DEVICE:-cuda}
 model=${MODEL:-vit_base_patch16_224}
 mkdir -p "$out"
-stage=$(mktemp -d)
+stage=$(bash "$repo/scripts/stage_package.sh")
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/peftbench"
-cp -r "$repo/peftbench/." "$stage/peftbench/"
-cp -r "$repo/methods" "$stage/peftbench/methods"
-cp -r "$repo/tasks" "$stage/peftbench/tasks"
 export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ -n "${QUICK:-}" ]]; then steps=(--steps 2 --warmup 1 --eval-batches 1); else steps=(--steps 50 --warmup 10 --eval-batches 8); fi

@@ -9,6 +9,7 @@ models/vision_transformer.py), which RLRR reuses unchanged (zstarN70/RLRR, model
 Wrappers hold the original layer as `layer`, so an adapted model's frozen keys gain `.layer`;
 merging (methods/_fold.py) replaces every wrapper by its folded layer, restoring timm's keys.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Both are inserted by wrapping the modules of timm's pre-norm `Block`, whose forw
 `x = x + drop_path1(ls1(attn(norm1(x))))` then `x = x + drop_path2(ls2(mlp(norm2(x))))`;
 timm's forward itself is not copied.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+
 from ._registry import register_method
 from .base import Method, freeze_all, option
 

@@ -5,6 +5,7 @@ each declared with `option(default, help)` so that `peftbench describe` can say 
 It is applied to a timm `VisionTransformer` whose head the engine has already replaced with a
 zero-initialised one; the engine keeps that head trainable whatever the method freezes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,13 +54,17 @@ class Method:
 
         Default: every `FoldableWrapper` folded into its layer, in a copy (methods/_fold.py); a
         model without wrappers (full, linear, BitFit) is already plain and is returned as is."""
+        if not self.mergeable:
+            raise NotImplementedError(f"method '{self.name}' cannot be merged into the backbone")
         return fold_wrappers(model)
 
     @classmethod
     def describe_options(cls) -> list[tuple[str, str, Any, str]]:
         """(name, type, default, help) of each option, for `peftbench describe`."""
-        return [(f.name, f.type if isinstance(f.type, str) else f.type.__name__, f.default, f.metadata.get("help", ""))
-                for f in dataclasses.fields(cls)]
+        return [
+            (f.name, f.type if isinstance(f.type, str) else f.type.__name__, f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)
+        ]
 
 
 def option(default: Any, help: str) -> Any:

@@ -1,4 +1,5 @@
 """BitFit: only the bias terms train (Ben Zaken et al., ACL 2022)."""
+
 from __future__ import annotations
 
 import dataclasses

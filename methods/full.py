@@ -1,4 +1,5 @@
 """Full fine-tuning: every backbone parameter trains (the upper baseline of VPT, Table 1)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Linear probing: only the classification head trains (VPT, Table 1, "Linear")."""
+
 from __future__ import annotations
 
 import dataclasses

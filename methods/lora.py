@@ -1,4 +1,5 @@
 """LoRA on the query and value projections of every block (Hu et al., ICLR 2022)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+
 from ._fold import FoldableWrapper
 from ._registry import register_method
 from .base import Method, freeze_all, option

@@ -1,4 +1,5 @@
 """NOAH's LoRA baseline: one unscaled low-rank update of the whole fused qkv projection."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+
 from ._registry import register_method
 from .base import Method, freeze_all, option
 from .lora import LowRankQKV, check_rank_and_dropout, wrap_qkv

@@ -1,4 +1,5 @@
 """RLRR: Residual-based Low-Rank Rescaling (Dong et al., CVPR 2024)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """SSF: Scaling & Shifting your Features (Lian et al., NeurIPS 2022)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -8,6 +8,7 @@ drop the prompt outputs, so `forward_features` returns the plain token layout an
 of `forward_head` (CLS token, average, attention pooling) sees exactly the tokens it expects.
 `model.num_prefix_tokens` is unchanged (prompts have no position embedding).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+
 from ._registry import register_method
 from .base import Method, freeze_all, option
 
@@ -118,7 +120,9 @@ class _VisualPromptTuning(Method):
         model.norm_pre = PromptInserter(model.norm_pre, self._new_prompts(model), at, self.prompt_dropout)
         if self.deep:  # block 0 reads the inserted prompts; blocks 1.. get their own
             for index in range(1, len(model.blocks)):
-                model.blocks[index] = PromptReplacer(model.blocks[index], self._new_prompts(model), at, self.prompt_dropout)
+                model.blocks[index] = PromptReplacer(
+                    model.blocks[index], self._new_prompts(model), at, self.prompt_dropout
+                )
         model.norm = PromptRemover(model.norm, at, self.prompt_len)
 
     def _new_prompts(self, model: VisionTransformer) -> nn.Parameter:

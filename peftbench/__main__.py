@@ -1,4 +1,5 @@
 """`python -m peftbench` runs the CLI."""
+
 from .cli import main
 
 main()

@@ -1,4 +1,5 @@
 """The installed peftbench version (a source tree that is not installed says 0.0.0+source)."""
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

@@ -1,4 +1,5 @@
 """The public Python API: a method applied to a backbone, and merging it back into a plain ViT."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,7 +59,9 @@ def merge(model: VisionTransformer) -> VisionTransformer:
     Raises for methods whose update is not linear in the frozen weights (VPT, adapters)."""
     method = method_of(model)
     if not method.mergeable:
-        raise PeftbenchError(f"method '{method.name}' adds computation that cannot be folded into the weights; it cannot be merged")
+        raise PeftbenchError(
+            f"method '{method.name}' adds computation that cannot be folded into the weights; it cannot be merged"
+        )
     merged = method.merge(model)
     if merged is not model and hasattr(merged, METHOD_ATTRIBUTE):  # a copy: it is a plain ViT now
         delattr(merged, METHOD_ATTRIBUTE)

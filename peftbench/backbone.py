@@ -3,6 +3,7 @@
 Also registers `vit_micro_patch4_32` with timm: a 0.8 M-parameter ViT (32 px, patch 4, width 128,
 depth 4, 4 heads) for tests, CI and the demo suite, whose default weights ship with peftbench.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -156,9 +157,7 @@ def _load_state_dict(model: VisionTransformer, path: Path) -> None:
     head = head_parameter_names(model)
     missing = [k for k in missing if k not in head]
     if missing or unexpected:
-        raise PeftbenchError(
-            f"weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise PeftbenchError(f"weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def _npz_shape(path: Path) -> _Shape:
@@ -326,7 +325,9 @@ def _architecture(model_name: str) -> VisionTransformer:
     with torch.device("meta"):
         model = timm.create_model(model_name, pretrained=False)
     if not isinstance(model, VisionTransformer):
-        raise PeftbenchError(f"model '{model_name}' is a {type(model).__name__}; peftbench adapts timm VisionTransformer models")
+        raise PeftbenchError(
+            f"model '{model_name}' is a {type(model).__name__}; peftbench adapts timm VisionTransformer models"
+        )
     return model
 
 
@@ -338,7 +339,6 @@ def model_input_size(model_name: str) -> int:
 def model_input_size_of(model: VisionTransformer) -> int:
     """The square input resolution of a built model."""
     return int(model.patch_embed.img_size[0])
-
 
 
 def normalisation(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[float, ...]]:

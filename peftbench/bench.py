@@ -8,6 +8,7 @@ a run sees. Linear probing is measured as the engine runs it: the frozen backbon
 that many bench processes time their steps together (a file barrier lines up their windows)
 and the packed figure is their images over the span from the first start to the last end.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,16 +24,15 @@ from typing import Any, Callable
 import torch
 
 from . import engine, provenance
-from .backbone import head_parameter_names, model_input_size_of, normalisation
 from .api import build_model, method_of
+from .backbone import head_parameter_names, model_input_size_of, normalisation
 from .data.batches import BatchMaker
 from .data.loading import SplitData
 from .data.recipes import RECIPES
 from .errors import PeftbenchError
 from .methods import get_method
 from .params import count_parameters
-from .settings import check_keys, parse_assignments
-from .settings import TrainConfig
+from .settings import TrainConfig, check_keys, parse_assignments
 from .suites import Suite
 
 RECIPE = RECIPES["vtab-resize"]
@@ -105,9 +105,11 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
         del plain
     optimizer = engine.build_optimizer(model, method.no_weight_decay(model), TrainConfig(), setup.device)
     if cached:
+
         def trainer(data: SplitData) -> tuple[Callable, Callable]:
-            features = engine.cached_features(model, normalise, batches(data, True), len(data), setup.eval_size,
-                                              setup.device).to(setup.device)
+            features = engine.cached_features(
+                model, normalise, batches(data, True), len(data), setup.eval_size, setup.device
+            ).to(setup.device)
             return model.get_classifier(), features.__getitem__
     else:
         model.train()
@@ -120,14 +122,24 @@ def bench_method(name: str, setup: BenchSetup, options: dict[str, Any] | None = 
         torch.cuda.reset_peak_memory_stats(setup.device)
     train_rate, window = _train_rate(optimizer, trainer, split, setup, name)
     peak = torch.cuda.max_memory_allocated(setup.device) / 2**20 if setup.device.type == "cuda" else None
-    return BenchRow(name, "cached features" if cached else "end-to-end", params["trainable"],
-                    params["trainable_without_head"], train_rate, eval_rate, merged_rate, peak,
-                    engine.uses_fused_attention(model), window)
+    return BenchRow(
+        name,
+        "cached features" if cached else "end-to-end",
+        params["trainable"],
+        params["trainable_without_head"],
+        train_rate,
+        eval_rate,
+        merged_rate,
+        peak,
+        engine.uses_fused_attention(model),
+        window,
+    )
 
 
 def _train_rate(optimizer, trainer, split, setup: BenchSetup, tag: str) -> tuple[float, tuple[float, float]]:
     """Training images/s over `setup.steps` steps of the engine's `fit`, after `setup.warmup` steps
     (inputs are prepared before the clock starts)."""
+
     def prepared(steps: int, seed: int) -> Callable[[], None]:
         data = split(steps, setup.batch_size, seed)
         forward, batches = trainer(data)
@@ -161,7 +173,9 @@ def _wait_for_peers(folder: str, processes: int, tag: str) -> None:
     deadline = time.monotonic() + BARRIER_SECONDS
     while len(list(Path(folder).glob(f"ready.{tag}.*"))) < processes:
         if time.monotonic() > deadline:
-            raise PeftbenchError(f"bench: {processes} packed processes did not all get ready within {BARRIER_SECONDS} s")
+            raise PeftbenchError(
+                f"bench: {processes} packed processes did not all get ready within {BARRIER_SECONDS} s"
+            )
         time.sleep(0.01)
 
 
@@ -172,16 +186,29 @@ def bench_rows(names: list[str], assignments: list[str], setup: BenchSetup, runs
     check_setup(setup)
     if runs_per_gpu > 1:
         return combine_packed(packed(packed_arguments(names, assignments, setup), runs_per_gpu))
-    return [bench_method(name, setup, {k: v for k, v in options.items() if k in get_method(name).option_fields()})
-            for name in names]
+    return [
+        bench_method(name, setup, {k: v for k, v in options.items() if k in get_method(name).option_fields()})
+        for name in names
+    ]
 
 
 def packed_arguments(names: list[str], assignments: list[str], setup: BenchSetup) -> list[str]:
     """The `peftbench bench` arguments of one packed process measuring `setup`."""
-    return [f"--method={name}" for name in names] + [f"--set={item}" for item in assignments] + [
-        f"--model={setup.model}", f"--batch-size={setup.batch_size}", f"--eval-batch-size={setup.eval_batch_size}",
-        f"--steps={setup.steps}", f"--warmup={setup.warmup}", f"--eval-batches={setup.eval_batches}",
-        f"--stored-size={setup.stored_size}", f"--device={setup.device.type}"] + (["--compile"] if setup.compile else [])
+    return (
+        [f"--method={name}" for name in names]
+        + [f"--set={item}" for item in assignments]
+        + [
+            f"--model={setup.model}",
+            f"--batch-size={setup.batch_size}",
+            f"--eval-batch-size={setup.eval_batch_size}",
+            f"--steps={setup.steps}",
+            f"--warmup={setup.warmup}",
+            f"--eval-batches={setup.eval_batches}",
+            f"--stored-size={setup.stored_size}",
+            f"--device={setup.device.type}",
+        ]
+        + (["--compile"] if setup.compile else [])
+    )
 
 
 def parse_barrier(text: str | None) -> tuple[str, int] | None:
@@ -196,16 +223,28 @@ def describe_setup(setup: BenchSetup, runs_per_gpu: int) -> str:
     """The line under the Markdown table: device, model, batches, precision, packing, steps."""
     precision = "bf16 autocast" if setup.device.type == "cuda" else "fp32"
     packing = f", {runs_per_gpu} runs packed (aggregate training images/s)" if runs_per_gpu > 1 else ""
-    return (f"{provenance.device_name(setup.device)}; {setup.model}, random weights, batch {setup.batch_size}, eval batch "
-            f"{setup.eval_size}, {precision}{', torch.compile' if setup.compile else ''}{packing}; "
-            f"{setup.steps} timed steps after {setup.warmup}. Peak memory: CUDA max allocated while training "
-            "(not measured on the CPU).")
+    return (
+        f"{provenance.device_name(setup.device)}; {setup.model}, random weights, batch {setup.batch_size}, eval batch "
+        f"{setup.eval_size}, {precision}{', torch.compile' if setup.compile else ''}{packing}; "
+        f"{setup.steps} timed steps after {setup.warmup}. Peak memory: CUDA max allocated while training "
+        "(not measured on the CPU)."
+    )
 
 
 def packed(arguments: list[str], runs: int) -> list[list[BenchRow]]:
     """Run `runs` copies of `peftbench bench <arguments> --format json` at once; each one's rows."""
     with tempfile.TemporaryDirectory(prefix="peftbench-bench-") as folder:
-        command = [sys.executable, "-m", "peftbench", "bench", *arguments, "--format", "json", "--barrier", f"{folder}:{runs}"]
+        command = [
+            sys.executable,
+            "-m",
+            "peftbench",
+            "bench",
+            *arguments,
+            "--format",
+            "json",
+            "--barrier",
+            f"{folder}:{runs}",
+        ]
         processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(runs)]
         outputs = [p.communicate()[0] for p in processes]
     if any(p.returncode for p in processes):
@@ -223,11 +262,16 @@ def combine_packed(runs: list[list[BenchRow]]) -> list[BenchRow]:
         merged = [r.merged_eval_images_per_second for r in rows if r.merged_eval_images_per_second]
         peaks = [r.peak_memory_mb for r in rows if r.peak_memory_mb is not None]
         window = (min(r.train_window[0] for r in rows), max(r.train_window[1] for r in rows))
-        combined.append(dataclasses.replace(
-            rows[0], train_images_per_second=images / span, train_window=window,
-            eval_images_per_second=sum(r.eval_images_per_second for r in rows) / len(rows),
-            merged_eval_images_per_second=sum(merged) / len(merged) if merged else None,
-            peak_memory_mb=sum(peaks) if peaks else None))
+        combined.append(
+            dataclasses.replace(
+                rows[0],
+                train_images_per_second=images / span,
+                train_window=window,
+                eval_images_per_second=sum(r.eval_images_per_second for r in rows) / len(rows),
+                merged_eval_images_per_second=sum(merged) / len(merged) if merged else None,
+                peak_memory_mb=sum(peaks) if peaks else None,
+            )
+        )
     return combined
 
 
@@ -253,9 +297,15 @@ def table(rows: list[BenchRow], suite: Suite | None = None, epochs: int = 0) -> 
         headers.append(f"{suite.name} min ({epochs} ep)")
     cells = []
     for r in rows:
-        line = [r.method, r.path, f"{r.trainable:,} ({r.trainable_without_head:,})", _rate(r.train_images_per_second),
-                _rate(r.eval_images_per_second), _rate(r.merged_eval_images_per_second),
-                "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:,.0f}"]
+        line = [
+            r.method,
+            r.path,
+            f"{r.trainable:,} ({r.trainable_without_head:,})",
+            _rate(r.train_images_per_second),
+            _rate(r.eval_images_per_second),
+            _rate(r.merged_eval_images_per_second),
+            "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:,.0f}",
+        ]
         if suite is not None:
             line.append(f"{suite_seconds(r, suite, epochs) / 60:.1f}")
         cells.append(line)
@@ -272,14 +322,20 @@ def as_json(rows: list[BenchRow], setup: BenchSetup, suite: Suite | None, epochs
     payload = {
         "device": provenance.device_name(setup.device),
         "runs_per_gpu": runs_per_gpu,
-        "setup": {k: (str(v) if isinstance(v, torch.device) else v) for k, v in dataclasses.asdict(setup).items()
-                  if k != "barrier"},
+        "setup": {
+            k: (str(v) if isinstance(v, torch.device) else v)
+            for k, v in dataclasses.asdict(setup).items()
+            if k != "barrier"
+        },
         "versions": provenance.versions(),
         "rows": [dataclasses.asdict(r) for r in rows],
     }
     if suite is not None:
-        payload["suite"] = {"name": suite.name, "epochs": epochs,
-                            "minutes": {r.method: suite_seconds(r, suite, epochs) / 60 for r in rows}}
+        payload["suite"] = {
+            "name": suite.name,
+            "epochs": epochs,
+            "minutes": {r.method: suite_seconds(r, suite, epochs) / 60 for r in rows},
+        }
     return json.dumps(payload, indent=2, allow_nan=False)
 
 

@@ -54,8 +54,14 @@ def run(
     method: list[str] = typer.Option(..., "--method", "-m", help="Method name (repeatable), or 'all'."),
     suite: str = typer.Option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc."),
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Only these tasks (repeatable); default: all."),
-    protocol: str = typer.Option("default", "--protocol", "-p", help="default | paper | tune | best-test (see README: Protocols)."),
-    grid: Optional[list[str]] = typer.Option(None, "--grid", help="tune: values of one setting, e.g. lr=1e-3,5e-3 (repeatable); default: the method's or suite's grid."),
+    protocol: str = typer.Option(
+        "default", "--protocol", "-p", help="default | paper | tune | best-test (see README: Protocols)."
+    ),
+    grid: Optional[list[str]] = typer.Option(
+        None,
+        "--grid",
+        help="tune: values of one setting, e.g. lr=1e-3,5e-3 (repeatable); default: the method's or suite's grid.",
+    ),
     model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint to start from (.npz, .safetensors, .pth)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Start from random initialisation."),
@@ -67,16 +73,24 @@ def run(
     eval_every: int = typer.Option(1, help="best-test only: evaluate the test split every k epochs."),
     device: Device = typer.Option(Device.auto, help="Where to train."),
     out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."),
-    recipe: Optional[str] = typer.Option(None, help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."
+    ),
+    recipe: Optional[str] = typer.Option(
+        None, help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one."
+    ),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun units whose record says failed."),
     force: bool = typer.Option(False, help="Rerun every unit, finished or not."),
     launcher: Launcher = typer.Option(Launcher.local, help="local: this machine; slurm: a job array through submitit."),
     workers: int = typer.Option(1, help="local: worker processes sharing the CPU; slurm: array tasks."),
     gpus: Optional[str] = typer.Option(None, help="local: one worker per listed GPU, e.g. 0,1,2,3."),
-    runs_per_gpu: int = typer.Option(1, help="Worker processes packed on each GPU (small runs do not fill one); local and slurm."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward (pays off on long GPU runs)."),
+    runs_per_gpu: int = typer.Option(
+        1, help="Worker processes packed on each GPU (small runs do not fill one); local and slurm."
+    ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the training forward (pays off on long GPU runs)."
+    ),
     partition: Optional[str] = typer.Option(None, help="slurm: partition."),
     time: int = typer.Option(24 * 60, "--time", help="slurm: time limit per array task, minutes."),
     gpus_per_node: int = typer.Option(1, help="slurm: GPUs per array task."),
@@ -93,12 +107,39 @@ def run(
 
     try:
         request = RunRequest.from_options(
-            method, suite, data_root, task, protocol, grid, model, weights, no_pretrained, seed, seeds, epochs,
-            batch_size, eval_every, set_, recipe, device=device.value, force=force, cache_dir=cache_dir,
-            retry_failed=retry_failed, compile=compile)
+            method,
+            suite,
+            data_root,
+            task,
+            protocol,
+            grid,
+            model,
+            weights,
+            no_pretrained,
+            seed,
+            seeds,
+            epochs,
+            batch_size,
+            eval_every,
+            set_,
+            recipe,
+            device=device.value,
+            force=force,
+            cache_dir=cache_dir,
+            retry_failed=retry_failed,
+            compile=compile,
+        )
         if launcher is Launcher.slurm:
-            how = Slurm(workers, partition, time, gpus_per_node, array_parallelism, runs_per_gpu, wait,
-                        cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"))
+            how = Slurm(
+                workers,
+                partition,
+                time,
+                gpus_per_node,
+                array_parallelism,
+                runs_per_gpu,
+                wait,
+                cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"),
+            )
         else:
             how = local_launcher(workers, gpus, runs_per_gpu, RichSweepProgress)
         outcome = execute(request, Store(out), how)
@@ -111,16 +152,26 @@ def _print_outcome(outcome, out: Path) -> None:
     """The sweep's summary line, its warnings and one error line per failed unit (exit 1 if any)."""
     from .sweeps.launch import Submission
 
+    submission = outcome if isinstance(outcome, Submission) else outcome.submission
+    if submission is not None:
+        console.print(
+            f"submitted job array {submission.job_id} ({submission.tasks} worker task(s)) for {submission.units} "
+            f"unit(s); follow with: peftbench status --results {submission.results}"
+            if submission.units
+            else "nothing to submit: every unit has a record (--retry-failed / --force rerun them)"
+        )
     if isinstance(outcome, Submission):
-        console.print(f"submitted job array {outcome.job_id} ({outcome.tasks} worker task(s)) for {outcome.units} "
-                      f"unit(s); follow with: peftbench status --results {outcome.results}" if outcome.units else
-                      "nothing to submit: every unit has a record (--retry-failed / --force rerun them)")
         return
-    console.print(f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; "
-                  f"records in {out}/")
+    console.print(
+        f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; "
+        f"records in {out}/"
+    )
     if outcome.skipped_failed:
-        typer.echo(f"warning: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
-                   "--retry-failed reruns them", err=True)
+        typer.echo(
+            f"warning: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
+            "--retry-failed reruns them",
+            err=True,
+        )
     for unit, reason in outcome.failed:
         typer.echo(f"error: {unit.label()}: {reason}", err=True)
     if outcome.failed:
@@ -152,7 +203,9 @@ def status(
 
 @app.command()
 def report(
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite (default: every suite with records)."),
+    suite: Optional[str] = typer.Option(
+        None, "--suite", "-s", help="Only this suite (default: every suite with records)."
+    ),
     results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder to read records from."),
     out: Optional[Path] = typer.Option(None, help="Also write the report to this file."),
     format: ReportFormat = typer.Option(ReportFormat.md, "--format", "-f", help="Output format."),
@@ -166,8 +219,9 @@ def report(
     from .reports.make import PlotRequest, make_report
 
     try:
-        text = make_report(results, suite, format.value, reference is Reference.paper,
-                           PlotRequest(plot, plot_time, heatmap, baseline))
+        text = make_report(
+            results, suite, format.value, reference is Reference.paper, PlotRequest(plot, plot_time, heatmap, baseline)
+        )
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(text, nl=False)
@@ -196,22 +250,33 @@ def params(
 
 @app.command()
 def bench(
-    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable), or 'all'; default: linear, lora, ssf, rlrr."),
+    method: Optional[list[str]] = typer.Option(
+        None, "--method", "-m", help="Method (repeatable), or 'all'; default: linear, lora, ssf, rlrr."
+    ),
     model: str = typer.Option("vit_base_patch16_224", help="timm ViT name (random weights)."),
     batch_size: int = typer.Option(64, help="Training batch size."),
     eval_batch_size: int = typer.Option(0, help="Evaluation batch size; 0: 4 × --batch-size."),
     steps: int = typer.Option(10, help="Timed training steps per method."),
     warmup: int = typer.Option(2, help="Untimed training steps first."),
     eval_batches: int = typer.Option(4, help="Timed evaluation batches per method."),
-    stored_size: int = typer.Option(0, help="Side of the synthetic stored images; 0: the model's input (smaller ones are resized per batch, as native VTAB images)."),
+    stored_size: int = typer.Option(
+        0,
+        help="Side of the synthetic stored images; 0: the model's input (smaller ones are resized per batch, as native VTAB images).",
+    ),
     device: Device = typer.Option(Device.auto, help="Where to measure."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward."),
-    runs_per_gpu: int = typer.Option(1, help="Measure this many bench processes packed together (aggregate training images/s)."),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Also estimate this suite's time per method (one seed) from the rates."),
+    runs_per_gpu: int = typer.Option(
+        1, help="Measure this many bench processes packed together (aggregate training images/s)."
+    ),
+    suite: Optional[str] = typer.Option(
+        None, "--suite", "-s", help="Also estimate this suite's time per method (one seed) from the rates."
+    ),
     epochs: Optional[int] = typer.Option(None, help="Epochs for the estimate; default: the suite's."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method option: key=value (repeatable), e.g. rank=4."),
     format: TableFormat = typer.Option(TableFormat.md, "--format", "-f", help="Output format."),
-    barrier: Optional[str] = typer.Option(None, hidden=True, help="FOLDER:N (packed processes start their timed steps together)."),
+    barrier: Optional[str] = typer.Option(
+        None, hidden=True, help="FOLDER:N (packed processes start their timed steps together)."
+    ),
 ) -> None:
     """Per method: training and evaluation images/s (merged and unmerged), peak memory and trainable
     parameters, on synthetic inputs with random weights (no dataset needed)."""
@@ -224,9 +289,18 @@ def bench(
         names = resolve_method_names(method or ["linear", "lora", "ssf", "rlrr"])
         chosen = get_suite(suite) if suite else None
         estimate_epochs = epochs or (chosen.defaults.get("epochs", 100) if chosen else 0)
-        setup = bench_lib.BenchSetup(model, batch_size, resolve_device(device.value), steps, warmup, eval_batches,
-                                     eval_batch_size, stored_size=stored_size, compile=compile,
-                                     barrier=bench_lib.parse_barrier(barrier))
+        setup = bench_lib.BenchSetup(
+            model,
+            batch_size,
+            resolve_device(device.value),
+            steps,
+            warmup,
+            eval_batches,
+            eval_batch_size,
+            stored_size=stored_size,
+            compile=compile,
+            barrier=bench_lib.parse_barrier(barrier),
+        )
         rows = bench_lib.bench_rows(names, set_ or [], setup, runs_per_gpu)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None

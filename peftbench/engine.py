@@ -8,6 +8,7 @@ when the method folds into the backbone; and when only the head trains on inputs
 between epochs, the frozen backbone runs once per image and the head trains on cached features.
 `compile=True` adds torch.compile of the training forward.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,7 +97,9 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, no_decay: set[str], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, no_decay: set[str], cfg: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW (fused on CUDA) or SGD with momentum over the trainable parameters, two decay groups."""
     decay, plain = [], []
     for name, parameter in model.named_parameters():
@@ -135,7 +138,9 @@ def uses_fused_attention(model: nn.Module) -> bool:
     return bool(flags) and all(flags)
 
 
-def images_forward(model: nn.Module, normalise: Normalise, compile: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def images_forward(
+    model: nn.Module, normalise: Normalise, compile: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 images on the device -> logits, optionally through torch.compile (static shapes:
     one graph for the full batches, one for a short last batch)."""
 
@@ -145,8 +150,9 @@ def images_forward(model: nn.Module, normalise: Normalise, compile: bool = False
     return torch.compile(forward, dynamic=False) if compile else forward
 
 
-def cached_features(model: VisionTransformer, normalise: Normalise, batches: Batches, count: int,
-                    batch_size: int, device: torch.device) -> torch.Tensor:
+def cached_features(
+    model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """The frozen backbone's pre-logits features of `count` inputs, once each (linear probing)."""
     model.eval()
 
@@ -209,8 +215,9 @@ def fit(
 
 
 @torch.no_grad()
-def predict(forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, count: int, batch_size: int,
-            device: torch.device) -> torch.Tensor:
+def predict(
+    forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, count: int, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Outputs of `forward` over `count` inputs in large batches, gathered on the CPU."""
     outputs = []
     for start in range(0, count, batch_size):
@@ -261,8 +268,11 @@ def train_and_evaluate(
     cached = feature_cache and trains_on_cached_features(model, recipe)
     started = time.perf_counter()
     if cached:  # the frozen backbone runs once per image; the head trains on its features
-        train_batches = cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size,
-                                        device).to(device).__getitem__
+        train_batches = (
+            cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size, device)
+            .to(device)
+            .__getitem__
+        )
         test_batches = _lazy_features(model, normalise, test_batches, len(test), cfg.eval_batch_size, device)
         forward = model.get_classifier()
     else:
@@ -312,8 +322,9 @@ def train_and_evaluate(
     )
 
 
-def _lazy_features(model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int,
-                   device: torch.device) -> Batches:
+def _lazy_features(
+    model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int, device: torch.device
+) -> Batches:
     """Batches of the test split's cached features, extracted on first use (so at evaluation time)."""
     held: list[torch.Tensor] = []
 

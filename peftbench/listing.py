@@ -17,14 +17,29 @@ def _suites(name: str | None) -> list[Suite]:
 
 
 def methods(_: str | None = None) -> Rows:
-    rows = [[name, "yes" if cls.mergeable else "no", ", ".join(cls.option_fields()) or "–", cls.summary]
-            for name, cls in all_methods().items()]
-    return ["method", "mergeable", "options", "summary"], rows, "peftbench describe METHOD: paper, options, trainable set"
+    rows = [
+        [name, "yes" if cls.mergeable else "no", ", ".join(cls.option_fields()) or "–", cls.summary]
+        for name, cls in all_methods().items()
+    ]
+    return (
+        ["method", "mergeable", "options", "summary"],
+        rows,
+        "peftbench describe METHOD: paper, options, trainable set",
+    )
 
 
 def recipes(_: str | None = None) -> Rows:
-    rows = [[r.name, r.resize, f"{r.scale:.4g}", "yes" if r.crop else "no", "yes" if r.hflip else "no",
-             str(r.mean_std) if r.mean_std else "backbone's"] for r in RECIPES.values()]
+    rows = [
+        [
+            r.name,
+            r.resize,
+            f"{r.scale:.4g}",
+            "yes" if r.crop else "no",
+            "yes" if r.hflip else "no",
+            str(r.mean_std) if r.mean_std else "backbone's",
+        ]
+        for r in RECIPES.values()
+    ]
     return ["recipe", "resize", "scale", "crop", "hflip", "mean/std"], rows, None
 
 
@@ -36,9 +51,16 @@ def suites(suite: str | None = None) -> Rows:
 def tasks(suite: str | None = None) -> Rows:
     chosen = _suites(suite)
     layouts = {"/".join(t.splits) for s in chosen for t in s.tasks}
-    rows = [[s.name, t.name, ", ".join(t.aliases), t.group, str(t.num_classes), "/".join(str(v) for v in t.splits.values())]
-            for s in chosen for t in s.tasks]
-    return ["suite", "task", "aliases", "group", "classes", "split sizes"], rows, "split sizes: " + "; ".join(sorted(layouts))
+    rows = [
+        [s.name, t.name, ", ".join(t.aliases), t.group, str(t.num_classes), "/".join(str(v) for v in t.splits.values())]
+        for s in chosen
+        for t in s.tasks
+    ]
+    return (
+        ["suite", "task", "aliases", "group", "classes", "split sizes"],
+        rows,
+        "split sizes: " + "; ".join(sorted(layouts)),
+    )
 
 
 LISTINGS = {"methods": methods, "recipes": recipes, "suites": suites, "tasks": tasks}
@@ -50,10 +72,15 @@ def describe_method(name: str, model: str = "vit_base_patch16_224") -> str:
     cls = get_method(name)
     count = count_trainable(name, model, get_suite("vtab1k"), {})
     lines = [f"# {name}: {cls.summary}", "", inspect.cleandoc(cls.__doc__ or ""), "", "Options (--set name=value):"]
-    lines += [f"  {option} ({kind}, default {default!r}): {help_text}" for option, kind, default, help_text
-              in cls.describe_options()] or ["  none"]
+    lines += [
+        f"  {option} ({kind}, default {default!r}): {help_text}"
+        for option, kind, default, help_text in cls.describe_options()
+    ] or ["  none"]
     defaults = ", ".join(f"{k}={v!r}" for k, v in cls.train_defaults.items()) or "the engine's"
-    lines += ["", f"Training defaults: {defaults}",
-              f"Trainable on {model} without the head: {count.without_head:,} (plus the head: width x classes + classes)",
-              f"Merge: {'folds into a plain timm ViT (evaluated merged)' if cls.mergeable else 'no; evaluated unmerged'}"]
+    lines += [
+        "",
+        f"Training defaults: {defaults}",
+        f"Trainable on {model} without the head: {count.without_head:,} (plus the head: width x classes + classes)",
+        f"Merge: {'folds into a plain timm ViT (evaluated merged)' if cls.mergeable else 'no; evaluated unmerged'}",
+    ]
     return "\n".join(lines) + "\n"

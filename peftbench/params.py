@@ -3,6 +3,7 @@
 Each method is applied once to the backbone built on the `meta` device (no memory, no
 initialisation cost); the head adds `num_features * classes + classes` per task.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-
 from torch import nn
 
 from .api import adapt
@@ -51,14 +51,20 @@ def count_trainable(method_name: str, model_name: str, suite: Suite, overrides: 
     head = head_parameter_names(model)
     without_head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
     width = model.num_features
-    return MethodCount(method_name, without_head, {t.name: without_head + width * t.num_classes + t.num_classes for t in suite.tasks})
+    return MethodCount(
+        method_name, without_head, {t.name: without_head + width * t.num_classes + t.num_classes for t in suite.tasks}
+    )
 
 
 def counts_table(counts: list[MethodCount], suite: Suite) -> pd.DataFrame:
     rows = []
     for count in counts:
-        row: dict[str, Any] = {"Method": count.method, "Params (M) incl. head, mean": count.mean_with_head / 1e6,
-                               "Params (M) excl. head": count.without_head / 1e6, "excl. head": count.without_head}
+        row: dict[str, Any] = {
+            "Method": count.method,
+            "Params (M) incl. head, mean": count.mean_with_head / 1e6,
+            "Params (M) excl. head": count.without_head / 1e6,
+            "excl. head": count.without_head,
+        }
         row.update({f"{task} incl. head": n for task, n in count.with_head.items()})
         rows.append(row)
     return pd.DataFrame(rows).set_index("Method")
@@ -66,14 +72,21 @@ def counts_table(counts: list[MethodCount], suite: Suite) -> pd.DataFrame:
 
 def render_counts(counts: list[MethodCount], suite: Suite, model_name: str, fmt: str) -> str:
     if fmt == "json":
-        payload = {"suite": suite.name, "model": model_name, "methods": {
-            c.method: {"without_head": c.without_head, "with_head": c.with_head, "mean_with_head": c.mean_with_head}
-            for c in counts}}
+        payload = {
+            "suite": suite.name,
+            "model": model_name,
+            "methods": {
+                c.method: {"without_head": c.without_head, "with_head": c.with_head, "mean_with_head": c.mean_with_head}
+                for c in counts
+            },
+        }
         return json.dumps(payload, indent=2) + "\n"
     table = counts_table(counts, suite)
     shown = table.apply(lambda col: col.map(lambda v: f"{v:.2f}" if "(M)" in col.name else f"{int(v):,}"))
-    notes = (f"Trainable parameters of `{model_name}` on suite {suite.name}: per task with the classification head, "
-             f"the mean over the suite's {len(suite.tasks)} tasks with the head (the RLRR paper's convention), and without it.")
+    notes = (
+        f"Trainable parameters of `{model_name}` on suite {suite.name}: per task with the classification head, "
+        f"the mean over the suite's {len(suite.tasks)} tasks with the head (the RLRR paper's convention), and without it."
+    )
     return f"## Trainable parameters: {suite.name}\n\n{shown.to_markdown(disable_numparse=True)}\n\n- {notes}\n"
 
 
@@ -86,4 +99,3 @@ def suite_counts(suite: str, methods: list[str], model: str | None, assignments:
     model_name = model or chosen.model
     counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
     return render_counts(counts, chosen, model_name, fmt)
-

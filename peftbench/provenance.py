@@ -1,4 +1,5 @@
 """Where a result came from: package versions, git commit, device name."""
+
 from __future__ import annotations
 
 import platform
@@ -14,7 +15,12 @@ from ._version import __version__
 
 @cache
 def versions() -> dict[str, str]:
-    return {"peftbench": __version__, "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+    return {
+        "peftbench": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
 
 
 @cache
@@ -23,8 +29,16 @@ def git_commit() -> str | None:
     when peftbench is not running from a git checkout."""
     source = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")

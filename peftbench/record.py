@@ -132,12 +132,24 @@ class Record:
     def locator(self) -> dict[str, Any]:
         """What the store needs to place the record: suite, task, method, seed, key, kind."""
         s = self.spec
-        return {"suite": s.suite, "task": s.task, "method": s.method, "seed": s.seed, "key": self.key, "kind": self.kind}
+        return {
+            "suite": s.suite,
+            "task": s.task,
+            "method": s.method,
+            "seed": s.seed,
+            "key": self.key,
+            "kind": self.kind,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The newest on-disk form (schema 2)."""
-        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "key": self.key, "kind": self.kind,
-                               "status": self.status, "spec": self.spec.flat()}
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "key": self.key,
+            "kind": self.kind,
+            "status": self.status,
+            "spec": self.spec.flat(),
+        }
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in out or field.name == "schema_version" or value in (None, ""):
@@ -174,11 +186,21 @@ def _parse(raw: dict[str, Any]) -> Record:
     if kind not in KINDS or status not in STATUSES:
         raise ValueError(f"kind {kind!r} / status {status!r}; expected one of {KINDS} / {STATUSES}")
     return Record(
-        key=raw["key"], kind=kind, spec=RunSpec.from_flat(raw["spec"]), status=status,
-        provenance=part(Provenance, "provenance") or Provenance(), reason=raw.get("reason", ""),
-        traceback=raw.get("traceback", ""), metrics=metrics, params=part(Params, "params"),
-        timing=part(Timing, "timing") or Timing(), memory=part(Memory, "memory"), execution=part(Execution, "execution"),
-        data=part(DataInfo, "data"), selection=raw.get("selection"), unit=part(UnitInfo, "unit"),
+        key=raw["key"],
+        kind=kind,
+        spec=RunSpec.from_flat(raw["spec"]),
+        status=status,
+        provenance=part(Provenance, "provenance") or Provenance(),
+        reason=raw.get("reason", ""),
+        traceback=raw.get("traceback", ""),
+        metrics=metrics,
+        params=part(Params, "params"),
+        timing=part(Timing, "timing") or Timing(),
+        memory=part(Memory, "memory"),
+        execution=part(Execution, "execution"),
+        data=part(DataInfo, "data"),
+        selection=raw.get("selection"),
+        unit=part(UnitInfo, "unit"),
     )
 
 
@@ -191,8 +213,11 @@ _V1_UNIT = ("session", "sweep", "worker", "grid_point")
 
 def _from_v1(raw: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Schema 1 (flat fields, both its variants) to schema 2 (grouped)."""
-    out = {k: raw[k] for k in ("key", "status", "spec", "reason", "traceback", "params", "memory", "data",
-                               "selection") if k in raw}
+    out = {
+        k: raw[k]
+        for k in ("key", "status", "spec", "reason", "traceback", "params", "memory", "data", "selection")
+        if k in raw
+    }
     out["kind"] = raw.get("kind", "run")
     out["provenance"] = {k: raw[k] for k in _V1_PROVENANCE if k in raw}
     out["timing"] = {**raw.get("timing", {}), "wall_seconds": raw.get("wall_seconds", 0.0)}

@@ -3,6 +3,7 @@
 Order (later wins): TrainConfig defaults < suite `[defaults]` < method `train_defaults`
 < `--epochs` / `--batch-size` < `--set key=value`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,11 @@ class TrainConfig:
         return self.epochs + self.cooldown_epochs
 
 
-CHOICES = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "cosine-restarts"),
-           "drop_path_mode": ("stochastic", "dropout")}
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "cosine-restarts"),
+    "drop_path_mode": ("stochastic", "dropout"),
+}
 
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

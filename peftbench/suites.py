@@ -1,4 +1,5 @@
 """Suites as data: the TOML files in `peftbench.tasks` (the top-level `tasks/` folder)."""
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ with the new weights and with random initialisation, through the same code path 
 
     python scripts/pretrain_demo_backbone.py            # about 10 minutes on 2 CPU cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,11 @@ def pretrain(args: argparse.Namespace) -> dict[str, float]:
                 correct += torch.stack([(out.argmax(1) == target[:, i]).sum() for i, out in enumerate(outputs)]).float()
                 seen += len(index)
             if step % 50 == 0:
-                print(f"epoch {epoch + 1} step {step}/{args.epochs * steps_per_epoch} loss {loss.item():.3f} "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"epoch {epoch + 1} step {step}/{args.epochs * steps_per_epoch} loss {loss.item():.3f} "
+                    f"({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
         accuracy = dict(zip(UPSTREAM_ATTRIBUTES, (100 * correct / seen).round(decimals=1).tolist()))
         print(f"epoch {epoch + 1} train accuracy per attribute: {accuracy}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,9 @@ def linear_probes(weights: Path | None, data_root: Path) -> dict[str, float]:
     """Linear-probe top-1 per demo task, as `peftbench run --method linear --suite demo` does."""
     suite = get_suite("demo")
     with tempfile.TemporaryDirectory() as results:
-        request = RunRequest(suite, list(suite.tasks), ["linear"], suite.model, weights, [42], {}, data_root, device="cpu")
+        request = RunRequest(
+            suite, list(suite.tasks), ["linear"], suite.model, weights, [42], {}, data_root, device="cpu"
+        )
         outcome = execute(request, Store(Path(results)), InProcess(lambda units: contextlib.nullcontext(Quiet())))
         if outcome.failed:
             sys.exit(f"probe failed: {outcome.failed}")

@@ -1,4 +1,5 @@
 """Shared fixtures: VTAB-1k trees written in the real on-disk format, small enough for a CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Backbones: the registered micro ViT, weight files, the zero-initialised head."""
+
 from pathlib import Path
 
 import pytest

@@ -1,14 +1,14 @@
 """The CLI in-process through Typer's runner: a sweep end to end, resume, and every bad input."""
-import json
+
 from pathlib import Path
 
 import pytest
+from conftest import write_vtab_task
 from typer.testing import CliRunner
 
 from peftbench.cli import app
+from peftbench.record import SCHEMA_VERSION
 from peftbench.store import Store
-
-from conftest import write_vtab_task
 
 runner = CliRunner()
 MICRO = ["--model", "vit_micro_patch4_32", "--no-pretrained", "--device", "cpu"]
@@ -34,29 +34,51 @@ def assert_one_line_error(result, *fragments: str, code: int | None = None):
 
 def test_run_records_then_skips_then_forces_and_reports(vtab_root: Path, tmp_path: Path):
     out = tmp_path / "results"
-    args = ["run", "--method", "full", "--method", "linear", "--suite", "vtab", "--task", "cifar100", *MICRO,
-            "--data-root", vtab_root, "--epochs", "2", "--batch-size", "16", "--out", out, "--set", "warmup_epochs=1"]
+    args = [
+        "run",
+        "--method",
+        "full",
+        "--method",
+        "linear",
+        "--suite",
+        "vtab",
+        "--task",
+        "cifar100",
+        *MICRO,
+        "--data-root",
+        vtab_root,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+        "--set",
+        "warmup_epochs=1",
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "2 unit(s) finished, 0 skipped, 0 failed" in result.stdout
-    full, linear = sorted(records(out), key=lambda r: r["spec"]["method"])
+    full, linear = sorted(records(out), key=lambda r: r.spec.method)
     for record in (full, linear):
-        assert record["status"] == "ok" and record["schema"] == 1
-        assert record["spec"]["suite"] == "vtab1k" and record["spec"]["task"] == "cifar"
-        assert record["spec"]["weights"] == "random init" and record["spec"]["seed"] == 42
-        assert record["spec"]["settings"]["epochs"] == 2 and record["spec"]["settings"]["warmup_epochs"] == 1
-        assert record["spec"]["settings"]["batch_size"] == 16
-        assert 0 <= record["metrics"]["test_top1"] <= 100
-        assert record["params"]["head"] == 128 * 100 + 100  # cifar has 100 classes
-        assert set(record["versions"]) >= {"peftbench", "torch", "timm"}
-        assert record["device"].startswith("cpu") and record["wall_seconds"] > 0
-        assert {"git_commit", "finished_at", "timing", "data"} <= set(record)
-        assert record["timing"]["train_images_per_second"] > 0 and record["timing"]["eval_images_per_second"] > 0
-        assert record["fused_attention"] and not record["compiled"]  # timm's F.scaled_dot_product_attention
-    assert full["params"]["trainable"] == full["params"]["total"] == 808_064 + 12_900
-    assert linear["params"]["trainable"] == 12_900 and linear["params"]["trainable_without_head"] == 0
-    assert linear["used_cached_features"] and not full["used_cached_features"]
-    assert full["spec"]["settings"]["lr"] == 1e-4 and linear["spec"]["settings"]["lr"] == 1e-2
+        assert record.status == "ok" and record.schema_version == SCHEMA_VERSION
+        assert record.spec.suite == "vtab1k" and record.spec.task == "cifar"
+        assert record.spec.weights == "random init" and record.spec.seed == 42
+        assert record.spec.settings["epochs"] == 2 and record.spec.settings["warmup_epochs"] == 1
+        assert record.spec.settings["batch_size"] == 16
+        assert 0 <= record.metrics.top1 <= 100
+        assert record.params.head == 128 * 100 + 100  # cifar has 100 classes
+        assert set(record.provenance.versions) >= {"peftbench", "torch", "timm"}
+        assert record.provenance.device.startswith("cpu") and record.timing.wall_seconds > 0
+        assert {"git_commit", "finished_at"} <= set(record.to_json()["provenance"]) and record.data is not None
+        assert record.timing.train_images_per_second > 0 and record.timing.eval_images_per_second > 0
+        assert (
+            record.execution.fused_attention and not record.execution.compiled
+        )  # timm's F.scaled_dot_product_attention
+    assert full.params.trainable == full.params.total == 808_064 + 12_900
+    assert linear.params.trainable == 12_900 and linear.params.trainable_without_head == 0
+    assert linear.execution.used_cached_features and not full.execution.used_cached_features
+    assert full.spec.settings["lr"] == 1e-4 and linear.spec.settings["lr"] == 1e-2
 
     again = invoke(*args)
     assert again.exit_code == 0 and "0 unit(s) finished, 2 skipped" in again.stdout
@@ -76,16 +98,52 @@ def test_a_failing_task_is_recorded_and_the_sweep_goes_on(vtab_root: Path, tmp_p
     write_vtab_task(vtab_root, "dtd")
     (vtab_root / "cifar" / "test.txt").write_text("images/test/000000.jpg 1\nimages/test/000001.jpg one\n")
     out = tmp_path / "results"
-    result = invoke("run", "-m", "linear", "-s", "vtab", "-t", "cifar", "-t", "dtd", *MICRO, "--data-root", vtab_root,
-                    "--epochs", "1", "--out", out, "--set", "warmup_epochs=0")
+    result = invoke(
+        "run",
+        "-m",
+        "linear",
+        "-s",
+        "vtab",
+        "-t",
+        "cifar",
+        "-t",
+        "dtd",
+        *MICRO,
+        "--data-root",
+        vtab_root,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--set",
+        "warmup_epochs=0",
+    )
     assert_one_line_error(result, "vtab1k/cifar linear seed 42", "cifar/test.txt:2: expected", code=1)
-    by_task = {r["spec"]["task"]: r for r in records(out)}
-    assert by_task["dtd"]["status"] == "ok"
-    assert by_task["cifar"]["status"] == "failed" and "test.txt:2" in by_task["cifar"]["reason"]
+    by_task = {r.spec.task: r for r in records(out)}
+    assert by_task["dtd"].status == "ok"
+    assert by_task["cifar"].status == "failed" and "test.txt:2" in by_task["cifar"].reason
     # a rerun skips the failed unit (with a warning) unless --retry-failed; the finished one is never rerun
     (vtab_root / "cifar" / "test.txt").write_text("images/test/000000.jpg 0\nimages/test/000001.jpg 1\n")
-    args = ["run", "-m", "linear", "-s", "vtab", "-t", "cifar", "-t", "dtd", *MICRO, "--data-root", vtab_root,
-            "--epochs", "1", "--out", out, "--set", "warmup_epochs=0"]
+    args = [
+        "run",
+        "-m",
+        "linear",
+        "-s",
+        "vtab",
+        "-t",
+        "cifar",
+        "-t",
+        "dtd",
+        *MICRO,
+        "--data-root",
+        vtab_root,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--set",
+        "warmup_epochs=0",
+    ]
     again = invoke(*args)
     assert again.exit_code == 0 and "0 unit(s) finished, 2 skipped" in again.stdout
     assert "1 unit(s) failed in an earlier run and were skipped; --retry-failed reruns them" in again.stderr
@@ -109,32 +167,41 @@ def _break(root: Path, how: str) -> None:
 
 @pytest.mark.parametrize(
     "how, fragments",
-    [("list file", ["missing list file", "cifar/train800val200.txt", "expected the VTAB-1k layout"]),
-     ("line", ["cifar/train800val200.txt:2: expected '<image path> <integer label>'"]),
-     ("label", ["cifar/train800val200.txt:3: label 100 outside 0..99"]),
-     ("image", ["missing image", "cifar/images/train800/000005.jpg"]),
-     ("decode", ["cannot decode image", "cifar/images/train800/000005.jpg"])],
+    [
+        ("list file", ["missing list file", "cifar/train800val200.txt", "expected the VTAB-1k layout"]),
+        ("line", ["cifar/train800val200.txt:2: expected '<image path> <integer label>'"]),
+        ("label", ["cifar/train800val200.txt:3: label 100 outside 0..99"]),
+        ("image", ["missing image", "cifar/images/train800/000005.jpg"]),
+        ("decode", ["cannot decode image", "cifar/images/train800/000005.jpg"]),
+    ],
 )
 def test_bad_data_gives_one_line_errors_with_paths(vtab_root: Path, tmp_path: Path, how: str, fragments: list[str]):
     _break(vtab_root, how)
-    result = invoke("run", "-m", "linear", "-s", "vtab", "-t", "cifar", *MICRO, "--data-root", vtab_root, "--out", tmp_path / "r")
+    result = invoke(
+        "run", "-m", "linear", "-s", "vtab", "-t", "cifar", *MICRO, "--data-root", vtab_root, "--out", tmp_path / "r"
+    )
     assert_one_line_error(result, *fragments, code=1)
     (failed,) = records(tmp_path / "r")
-    assert failed["status"] == "failed" and fragments[-1] in failed["reason"]
+    assert failed.status == "failed" and fragments[-1] in failed.reason
 
 
 @pytest.mark.parametrize(
     "extra, fragments",
-    [(["-m", "lora9", "-s", "demo"], ["unknown method 'lora9'", "valid methods:", "full, linear"]),
-     (["-m", "linear", "-s", "vtab2"], ["unknown suite 'vtab2'", "valid suites: demo, fgvc, vtab1k (vtab)"]),
-     (["-m", "linear", "-s", "vtab", "-t", "cifar10"], ["unknown task 'cifar10' in suite 'vtab1k'", "valid tasks: cifar, caltech101"]),
-     (["-m", "linear", "-s", "vtab", "--set", "lr"], ["malformed --set 'lr': expected key=value"]),
-     (["-m", "linear", "-s", "vtab", "--set", "=3"], ["malformed --set '=3'"]),
-     (["-m", "linear", "-s", "vtab", "--set", "rank=8"], ["unknown setting 'rank'", "valid settings:", "lr"]),
-     (["-m", "linear", "-s", "vtab", "--set", "lr=fast"], ["setting 'lr': expected float, got 'fast'"]),
-     (["-m", "linear", "-s", "vtab", "--set", "optimizer=adam"], ["setting 'optimizer' must be one of adamw, sgd"]),
-     (["-m", "linear", "-s", "vtab", "--weights", "w.npz", "--no-pretrained"], ["exclude each other"]),
-     (["-m", "linear", "-s", "vtab", "--model", "vit_nope"], ["unknown model 'vit_nope'"])],
+    [
+        (["-m", "lora9", "-s", "demo"], ["unknown method 'lora9'", "valid methods:", "full, linear"]),
+        (["-m", "linear", "-s", "vtab2"], ["unknown suite 'vtab2'", "valid suites: demo, fgvc, vtab1k (vtab)"]),
+        (
+            ["-m", "linear", "-s", "vtab", "-t", "cifar10"],
+            ["unknown task 'cifar10' in suite 'vtab1k'", "valid tasks: cifar, caltech101"],
+        ),
+        (["-m", "linear", "-s", "vtab", "--set", "lr"], ["malformed --set 'lr': expected key=value"]),
+        (["-m", "linear", "-s", "vtab", "--set", "=3"], ["malformed --set '=3'"]),
+        (["-m", "linear", "-s", "vtab", "--set", "rank=8"], ["unknown setting 'rank'", "valid settings:", "lr"]),
+        (["-m", "linear", "-s", "vtab", "--set", "lr=fast"], ["setting 'lr': expected float, got 'fast'"]),
+        (["-m", "linear", "-s", "vtab", "--set", "optimizer=adam"], ["setting 'optimizer' must be one of adamw, sgd"]),
+        (["-m", "linear", "-s", "vtab", "--weights", "w.npz", "--no-pretrained"], ["exclude each other"]),
+        (["-m", "linear", "-s", "vtab", "--model", "vit_nope"], ["unknown model 'vit_nope'"]),
+    ],
 )
 def test_bad_arguments_give_one_line_errors(tmp_path: Path, extra: list[str], fragments: list[str]):
     result = invoke("run", *extra, "--data-root", tmp_path, "--out", tmp_path / "r")
@@ -143,7 +210,9 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, extra: list[str], fr
 
 
 def test_missing_data_root_names_the_path_and_layout(tmp_path: Path):
-    result = invoke("run", "-m", "linear", "-s", "vtab", *MICRO, "--data-root", tmp_path / "nowhere", "--out", tmp_path / "r")
+    result = invoke(
+        "run", "-m", "linear", "-s", "vtab", *MICRO, "--data-root", tmp_path / "nowhere", "--out", tmp_path / "r"
+    )
     assert_one_line_error(result, "data root", "nowhere does not exist", "PEFTBENCH_DATA", "train800val200", code=2)
 
 

@@ -1,10 +1,10 @@
 """The engine: learning, seeding, schedule, weight-decay groups, cached features, bad losses."""
-from pathlib import Path
 
 import math
 
 import pytest
 import torch
+from conftest import write_vtab_task
 
 from peftbench import backbone
 from peftbench.data import load_split
@@ -14,8 +14,6 @@ from peftbench.methods.full import FullFineTuning
 from peftbench.methods.linear import LinearProbing
 from peftbench.settings import TrainConfig
 from peftbench.suites import get_suite
-
-from conftest import write_vtab_task
 
 VTAB = get_suite("vtab")
 RESIZE = RECIPES["vtab-resize"]
@@ -68,7 +66,9 @@ def test_same_seed_gives_identical_results_on_cpu(four_colours):
     for _ in range(2):
         method = FullFineTuning()
         model = _model(method, seed=3)
-        results.append(train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, torch.device("cpu"), seed=5))
+        results.append(
+            train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, torch.device("cpu"), seed=5)
+        )
     assert results[0].final_train_loss == results[1].final_train_loss
     assert results[0].top1 == results[1].top1
 
@@ -86,8 +86,9 @@ def test_cooldown_epochs_stay_at_min_lr_and_restarts_repeat_the_cosine():
     cooldown = TrainConfig(epochs=10, lr=1.0, min_lr=0.01, warmup_epochs=0, cooldown_epochs=2)
     assert cooldown.total_epochs == 12
     assert [learning_rate(step, 10, cooldown) for step in (100, 110, 119)] == pytest.approx([0.01] * 3)
-    restarts = TrainConfig(epochs=20, lr=1.0, warmup_lr=0.0, min_lr=0.0, warmup_epochs=2,
-                           schedule="cosine-restarts", restart_epochs=5)
+    restarts = TrainConfig(
+        epochs=20, lr=1.0, warmup_lr=0.0, min_lr=0.0, warmup_epochs=2, schedule="cosine-restarts", restart_epochs=5
+    )
     assert learning_rate(20, 10, restarts) == pytest.approx(1.0)  # warm-up ends
     assert learning_rate(45, 10, restarts) == pytest.approx(0.5)  # half a period later
     assert learning_rate(70, 10, restarts) == pytest.approx(1.0)  # restarted after 5 epochs
@@ -103,7 +104,8 @@ def test_biases_norms_and_tokens_take_no_weight_decay():
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == FAST.weight_decay and plain["weight_decay"] == 0.0
     assert sum(p.numel() for p in decayed["params"]) + sum(p.numel() for p in plain["params"]) == sum(
-        p.numel() for p in model.parameters())
+        p.numel() for p in model.parameters()
+    )
 
 
 def test_sgd_with_momentum_is_available():

@@ -1,5 +1,6 @@
 """The fast paths give the plain paths' results: cached-feature linear probing, merged
 evaluation, the RLRR training kernel, torch.compile; and the bench that measures them."""
+
 from __future__ import annotations
 
 import json
@@ -7,24 +8,23 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_vtab_task
+from typer.testing import CliRunner
 
 from peftbench import backbone
+from peftbench.api import adapt
 from peftbench.bench import BenchRow, combine_packed, synthetic_split
-from peftbench.build import adapt
 from peftbench.cli import app
 from peftbench.data import load_split
 from peftbench.data.recipes import RECIPES
 from peftbench.engine import train_and_evaluate
-from peftbench.launch import worker_shares
 from peftbench.methods.linear import LinearProbing
 from peftbench.methods.lora import LoRA
 from peftbench.methods.rlrr import RLRRLinear
 from peftbench.params import count_trainable
 from peftbench.settings import TrainConfig
 from peftbench.suites import get_suite
-from typer.testing import CliRunner
-
-from conftest import write_vtab_task
+from peftbench.sweeps.launch import worker_shares
 
 VTAB = get_suite("vtab")
 CPU = torch.device("cpu")
@@ -54,8 +54,11 @@ def test_cached_feature_linear_probe_equals_the_end_to_end_probe(colours):
     for feature_cache in (True, False):
         method = LinearProbing()
         model = _adapted(method)
-        results.append(train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=7,
-                                          feature_cache=feature_cache))
+        results.append(
+            train_and_evaluate(
+                model, method.no_weight_decay(model), train, test, cfg, CPU, seed=7, feature_cache=feature_cache
+            )
+        )
         heads.append(model.head.weight.detach().clone())
     cached, direct = results
     assert cached.used_cached_features and not direct.used_cached_features
@@ -71,8 +74,17 @@ def _train_lora(splits: tuple, lr: float, merged: bool = False, compile: bool = 
     cfg = TrainConfig(epochs=2, batch_size=16, lr=lr, warmup_epochs=0, log_every=3)
     method = LoRA(rank=4)
     model = _adapted(method)
-    return train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, CPU, seed=3,
-                              merge=method.merge if merged else None, compile=compile)
+    return train_and_evaluate(
+        model,
+        method.no_weight_decay(model),
+        train,
+        test,
+        cfg,
+        CPU,
+        seed=3,
+        merge=method.merge if merged else None,
+        compile=compile,
+    )
 
 
 def test_merged_evaluation_equals_unmerged(colours):
@@ -127,8 +139,29 @@ def test_compiled_training_matches_eager(colours):
 
 
 def test_bench_reports_each_method_on_the_harness_paths():
-    args = ["bench", "--device", "cpu", "--model", MICRO, "--method", "linear", "--method", "rlrr", "--batch-size", "8",
-            "--steps", "2", "--warmup", "1", "--eval-batches", "1", "--stored-size", "16", "--suite", "vtab"]
+    args = [
+        "bench",
+        "--device",
+        "cpu",
+        "--model",
+        MICRO,
+        "--method",
+        "linear",
+        "--method",
+        "rlrr",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--eval-batches",
+        "1",
+        "--stored-size",
+        "16",
+        "--suite",
+        "vtab",
+    ]
     result = CliRunner().invoke(app, args + ["--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -157,7 +190,7 @@ def test_packed_rates_count_images_over_the_common_span():
         return BenchRow("lora", "end-to-end", 10, 5, rate, 100.0, 200.0, 1000.0, True, (start, end))
 
     # two processes: 100 img/s over [0, 2] and 50 img/s over [1, 3] -> 300 images in 3 s
-    combined, = combine_packed([[row(100.0, 0.0, 2.0)], [row(50.0, 1.0, 3.0)]])
+    (combined,) = combine_packed([[row(100.0, 0.0, 2.0)], [row(50.0, 1.0, 3.0)]])
     assert combined.train_images_per_second == pytest.approx(100.0)
     assert combined.peak_memory_mb == 2000.0 and combined.merged_eval_images_per_second == 200.0
     assert combined.train_window == (0.0, 3.0)
@@ -166,7 +199,12 @@ def test_packed_rates_count_images_over_the_common_span():
 def test_runs_per_gpu_packs_workers_on_the_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shares = worker_shares(1, [0, 1], runs_per_gpu=2)
-    assert [(n, e["CUDA_VISIBLE_DEVICES"]) for n, e in shares] == [("gpu0.0", "0"), ("gpu0.1", "0"), ("gpu1.0", "1"), ("gpu1.1", "1")]
+    assert [(n, e["CUDA_VISIBLE_DEVICES"]) for n, e in shares] == [
+        ("gpu0.0", "0"),
+        ("gpu0.1", "0"),
+        ("gpu1.0", "1"),
+        ("gpu1.1", "1"),
+    ]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # e.g. a Slurm allocation: indices map onto it
     assert [e["CUDA_VISIBLE_DEVICES"] for _, e in worker_shares(1, [1], runs_per_gpu=2)] == ["5", "5"]
     with pytest.raises(Exception, match="only 2 device"):
@@ -182,8 +220,27 @@ def test_synthetic_split_is_uint8_with_every_class():
 
 
 def test_packed_bench_processes_time_their_steps_together():
-    args = ["bench", "--device", "cpu", "--model", MICRO, "--method", "lora", "--batch-size", "4", "--steps", "2",
-            "--warmup", "1", "--eval-batches", "1", "--runs-per-gpu", "2", "--format", "json"]
+    args = [
+        "bench",
+        "--device",
+        "cpu",
+        "--model",
+        MICRO,
+        "--method",
+        "lora",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--eval-batches",
+        "1",
+        "--runs-per-gpu",
+        "2",
+        "--format",
+        "json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -1,4 +1,5 @@
 """`peftbench params`: exact trainable counts for ViT-B/16, built on the meta device (no weights)."""
+
 import json
 
 from typer.testing import CliRunner
@@ -7,13 +8,23 @@ from peftbench.cli import app
 
 # ViT-B/16 with a 100-class head (76,900 parameters included), from each paper's definition
 VIT_B_100_CLASSES = {
-    "linear": 76_900, "full": 85_875_556, "lora": 371_812, "lora_qkv": 371_812, "adapter": 233_668,
-    "ssf": 282_724, "rlrr": 365_668, "vpt_deep": 169_060, "vpt_shallow": 84_580, "bitfit": 179_812,
+    "linear": 76_900,
+    "full": 85_875_556,
+    "lora": 371_812,
+    "lora_qkv": 371_812,
+    "adapter": 233_668,
+    "ssf": 282_724,
+    "rlrr": 365_668,
+    "vpt_deep": 169_060,
+    "vpt_shallow": 84_580,
+    "bitfit": 179_812,
 }
 
 
 def test_vit_b16_counts_per_method_and_vtab_means():
-    result = CliRunner().invoke(app, ["params", "--suite", "vtab", "--model", "vit_base_patch16_224", "--format", "json"])
+    result = CliRunner().invoke(
+        app, ["params", "--suite", "vtab", "--model", "vit_base_patch16_224", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     methods = json.loads(result.stdout)["methods"]
     for name, expected in VIT_B_100_CLASSES.items():
@@ -24,8 +35,9 @@ def test_vit_b16_counts_per_method_and_vtab_means():
 
 
 def test_markdown_and_method_options():
-    result = CliRunner().invoke(app, ["params", "-s", "demo", "-m", "lora", "-m", "vpt_deep", "--set", "rank=4",
-                                      "--set", "prompt_len=5"])
+    result = CliRunner().invoke(
+        app, ["params", "-s", "demo", "-m", "lora", "-m", "vpt_deep", "--set", "rank=4", "--set", "prompt_len=5"]
+    )
     assert result.exit_code == 0, result.output
     lora = next(line for line in result.stdout.splitlines() if line.startswith("| lora"))
     assert "| 8,192 " in lora  # 4 blocks x 2 (q, v) x (4 x 128 + 128 x 4)

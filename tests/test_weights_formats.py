@@ -1,4 +1,5 @@
 """Weight files in every accepted format load back to the same backbone; missing defaults fail fast."""
+
 from __future__ import annotations
 
 import time
@@ -89,9 +90,7 @@ def assert_same_backbone(model: VisionTransformer, source: VisionTransformer, im
     assert model.head.out_features == 3 and not model.head.weight.any() and not model.head.bias.any()
 
 
-@pytest.mark.parametrize(
-    "name", ["weights.safetensors", "plain.pth", "model.pth", "state_dict.pt", "module.bin"]
-)
+@pytest.mark.parametrize("name", ["weights.safetensors", "plain.pth", "model.pth", "state_dict.pt", "module.bin"])
 def test_state_dict_files_load_back_identically(tmp_path: Path, source, images, name: str):
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     path = tmp_path / name

@@ -4,6 +4,7 @@ Real JPEG and PNG files (RGB and greyscale, 8-40 px, varied aspect ratios), a fe
 inside each task's class range. FGVC trees use non-contiguous class ids with one id absent from train,
 and trainval.json for some tasks only. Import with `from trees import ...`.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def vtab_sizes(sizes: dict[str, int]) -> dict[str, int]:
     return {**sizes, "train800val200": sizes["train800"] + sizes["val200"]}
 
 
-def write_vtab_tree(root: Path, sizes: dict[str, int] = VTAB_SIZES, folders: dict[str, str] | None = None, seed: int = 0) -> Path:
+def write_vtab_tree(
+    root: Path, sizes: dict[str, int] = VTAB_SIZES, folders: dict[str, str] | None = None, seed: int = 0
+) -> Path:
     """All 19 VTAB-1k tasks under `root` (folder = task name, or `folders[task]`, e.g. an alias).
 
     Structured tasks use PNG, the others JPEG; images live in images/<split>/NNNNNN<suffix>.

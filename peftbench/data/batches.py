@@ -4,6 +4,7 @@ The cache holds each split once (natively sized, or pre-resized by PIL); what va
 or per model happens here, in uint8: a PIL-exact bicubic resize of natively stored images, then
 the recipe's crop and flip. Randomness comes from torch's seeded default generators.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -30,8 +31,9 @@ class BatchMaker:
     otherwise each batch is gathered on the host and copied (large test splits).
     """
 
-    def __init__(self, split: Split, recipe: Recipe, input_size: int, device: torch.device, train: bool,
-                 resident: bool = False):
+    def __init__(
+        self, split: Split, recipe: Recipe, input_size: int, device: torch.device, train: bool, resident: bool = False
+    ):
         self.split, self.recipe, self.size, self.device, self.train = split, recipe, input_size, device, train
         images = getattr(split, "images", None)
         self.resident = images.to(device) if resident and isinstance(images, torch.Tensor) else None

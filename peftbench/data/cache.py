@@ -11,6 +11,7 @@ last and atomically. A build killed before that leaves no metadata (a miss); a t
 overwritten file fails the size or sample check and the entry is rebuilt. Concurrent builders
 never share a file name, and the last metadata written wins.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,8 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
-from ..errors import PeftbenchError
 from ..atomic import write_json_atomic
+from ..errors import PeftbenchError
 
 CACHE_VERSION = 1
 META = "meta.json"
@@ -214,8 +215,15 @@ def _store(
     token = uuid.uuid4().hex[:12]
     files = {name: _write_file(folder, f"{name}-{token}.bin", part) for name, part in parts.items()}
     _fsync_dir(folder)
-    meta = {"version": CACHE_VERSION, "key": key, **layout, "count": len(parts["labels"]), "files": files,
-            "source": source, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = {
+        "version": CACHE_VERSION,
+        "key": key,
+        **layout,
+        "count": len(parts["labels"]),
+        "files": files,
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     split = _open(folder, meta, built=True)  # mapped before the commit: a later cleanup cannot unmap it
     replaced = _previous_files(folder)
     write_json_atomic(folder / META, meta)

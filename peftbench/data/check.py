@@ -3,6 +3,7 @@
 Without `deep`, only the list files / JSON splits are read (no image is opened or even stat-ed); with
 `deep`, every image they name is opened and fully decoded.
 """
+
 from __future__ import annotations
 
 import os
@@ -150,7 +151,9 @@ def _decode_all(images: list[Path], report: TaskReport) -> None:
 
 def render_table(reports: list[TaskReport]) -> Table:
     """One row per task: folder, entries/expected per split, classes seen, images decoded, status."""
-    splits = sorted({s for r in reports for s in (*r.sizes, *r.task.splits)}, key=lambda s: SPLIT_RANK.get(s, len(SPLIT_RANK)))
+    splits = sorted(
+        {s for r in reports for s in (*r.sizes, *r.task.splits)}, key=lambda s: SPLIT_RANK.get(s, len(SPLIT_RANK))
+    )
     deep = any(r.images_checked is not None for r in reports)
     table = Table("task", "folder", *splits, "classes", *(["bad images"] if deep else []), "status")
     for r in reports:
@@ -179,4 +182,3 @@ def check_suite_data(suite: str, data_root: Path, deep: bool = False) -> tuple[S
     chosen = get_suite(suite)
     prepare_suite_data(chosen, list(chosen.tasks), data_root)
     return chosen, check_suite(chosen, data_root, deep)
-

@@ -5,6 +5,7 @@ PNGs under `images/<split>/<6-digit index>.png` and the list files `train800.txt
 `train800val200.txt` and `test.txt` (lines `<relative path> <label>`), the list files last and
 atomically, `test.txt` the very last: a folder without `test.txt` is incomplete.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,7 @@ def _label(rng: np.random.Generator, label: int | None, num_classes: int) -> int
     return int(rng.integers(num_classes)) if label is None else int(label)
 
 
-def _distinct_colours(rng: np.random.Generator, min_distance: float = 90.0) -> tuple[np.ndarray,
-                                                                                      np.ndarray]:
+def _distinct_colours(rng: np.random.Generator, min_distance: float = 90.0) -> tuple[np.ndarray, np.ndarray]:
     """Two random RGB colours at least `min_distance` apart."""
     c0 = sc.random_colour(rng)
     while True:
@@ -54,8 +54,9 @@ def _distinct_colours(rng: np.random.Generator, min_distance: float = 90.0) -> t
             return c0, c1
 
 
-def _contrasting_palette_colour(rng: np.random.Generator, background: np.ndarray,
-                                min_distance: float = 100.0) -> np.ndarray:
+def _contrasting_palette_colour(
+    rng: np.random.Generator, background: np.ndarray, min_distance: float = 100.0
+) -> np.ndarray:
     """A jittered palette colour at least `min_distance` from `background` (RGB, float32 (3,))."""
     while True:
         colour = sc.palette_colour(rng, int(rng.integers(len(sc.PALETTE))), jitter=25.0)
@@ -65,10 +66,12 @@ def _contrasting_palette_colour(rng: np.random.Generator, background: np.ndarray
 
 # ---- textures (natural-like) ----------------------------------------------------------------
 
-TEXTURE_CLASSES = ("horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard",
-                   "dots", "blotches")
-_STRIPE_ANGLES = {"horizontal_stripes": (0.0,), "vertical_stripes": (np.pi / 2,),
-                  "diagonal_stripes": (np.pi / 4, 3 * np.pi / 4)}
+TEXTURE_CLASSES = ("horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard", "dots", "blotches")
+_STRIPE_ANGLES = {
+    "horizontal_stripes": (0.0,),
+    "vertical_stripes": (np.pi / 2,),
+    "diagonal_stripes": (np.pi / 4, 3 * np.pi / 4),
+}
 
 
 def _texture_pattern(rng: np.random.Generator, label: int) -> np.ndarray:
@@ -104,8 +107,7 @@ LANDCOVER_CLASSES = ("water", "forest", "fields", "urban", "desert")
 
 def _jittered(rng: np.random.Generator, rgb: tuple[float, ...], jitter: float) -> np.ndarray:
     """`rgb` with uniform per-channel jitter, float32 (3,)."""
-    return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-jitter, jitter, 3), 0, 255).astype(
-        np.float32)
+    return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-jitter, jitter, 3), 0, 255).astype(np.float32)
 
 
 def _water(rng: np.random.Generator) -> np.ndarray:
@@ -131,8 +133,9 @@ def _fields(rng: np.random.Generator) -> np.ndarray:
     _, v = sc.rotated_coords(rng.uniform(0, np.pi))
     edges = np.cumsum(rng.uniform(3, 9, 12)) - rng.uniform(23, 30)
     strip = np.searchsorted(edges, v)
-    colours = np.stack([_jittered(rng, _FIELD_COLOURS[i], 20)
-                        for i in rng.integers(len(_FIELD_COLOURS), size=len(edges) + 1)])
+    colours = np.stack(
+        [_jittered(rng, _FIELD_COLOURS[i], 20) for i in rng.integers(len(_FIELD_COLOURS), size=len(edges) + 1)]
+    )
     image = colours[strip].transpose(2, 0, 1)
     return image * (0.85 + 0.3 * sc.smooth_noise(rng, int(rng.integers(6, 12))))
 
@@ -187,6 +190,7 @@ def render_landcover(rng: np.random.Generator, label: int | None = None) -> tupl
 
 # ---- count (structured-like, CLEVR-count style) ---------------------------------------------
 
+
 def _count_background(rng: np.random.Generator) -> np.ndarray:
     """Plain or low-contrast textured (stripes, checkerboard, noise) background, random colour."""
     base = sc.random_colour(rng)
@@ -238,7 +242,8 @@ def render_position(rng: np.random.Generator, label: int | None = None) -> tuple
 
 
 DEMO_TASKS: dict[str, DemoTask] = {
-    task.name: task for task in (
+    task.name: task
+    for task in (
         DemoTask("textures", len(TEXTURE_CLASSES), render_textures),
         DemoTask("landcover", len(LANDCOVER_CLASSES), render_landcover),
         DemoTask("count", 6, render_count),
@@ -248,6 +253,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
 
 
 # ---- writing the VTAB-1k layout -------------------------------------------------------------
+
 
 def split_rng(name: str, split: str, seed: int = 0) -> np.random.Generator:
     """The generator for one (task, split): stable across runs and Python processes."""

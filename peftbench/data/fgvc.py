@@ -6,6 +6,7 @@ Class ids need not be contiguous: they are remapped to 0..C-1 through the sorted
 all the task's split files, so every split of a task uses the same mapping even when it lacks a class.
 Without `trainval.json`, trainval is train followed by val.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def read_json(path: Path) -> dict[str, int]:
         if type(value) is not int:  # bool is an int subclass, but not a class id
             raise PeftbenchError(f"{path}: key {key!r}: expected an integer class id, got {json.dumps(value)}")
         if escapes(key):
-            raise PeftbenchError(f"{path}: key {key!r}: image path leaves the image folder; expected a path relative to it")
+            raise PeftbenchError(
+                f"{path}: key {key!r}: image path leaves the image folder; expected a path relative to it"
+            )
     if not entries:
         raise PeftbenchError(f"{path}: split file has no entries; expected {SHAPE}")
     return entries

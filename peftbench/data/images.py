@@ -1,4 +1,5 @@
 """Decoding a split's images once, as its preprocessing recipe says, for the cache."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

@@ -1,5 +1,6 @@
 """One entry point for a task's split, whatever the suite's layout, through the decode-once cache
 that epochs, methods, seeds and later processes reuse."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from . import cache, fgvc, vtab
 from .cache import FixedSplit, RaggedSplit
 from .images import decode_for_recipe
 from .recipes import Recipe
-
 
 DECODER_VERSION = 1  # bump when decoding changes, so cached entries are rebuilt
 
@@ -40,7 +40,9 @@ def task_dir(suite: Suite, task: Task, data_root: Path) -> Path:
         if (base / name).is_dir():
             return base / name
     aliases = f" (or {', '.join(task.aliases)})" if task.aliases else ""
-    raise PeftbenchError(f"missing task folder {base / task.name}{aliases}; expected the {suite.layout} layout under {base}")
+    raise PeftbenchError(
+        f"missing task folder {base / task.name}{aliases}; expected the {suite.layout} layout under {base}"
+    )
 
 
 def read_split(suite: Suite, task: Task, split: str, data_root: Path) -> tuple[list[Path], list[int], list[Path]]:
@@ -54,12 +56,27 @@ def read_split(suite: Suite, task: Task, split: str, data_root: Path) -> tuple[l
     return images, labels, [path]
 
 
-def load_split(suite: Suite, task: Task, split: str, data_root: Path, image_size: int, recipe: Recipe,
-               cache_dir: Path | None = None) -> FixedSplit | RaggedSplit:
+def load_split(
+    suite: Suite,
+    task: Task,
+    split: str,
+    data_root: Path,
+    image_size: int,
+    recipe: Recipe,
+    cache_dir: Path | None = None,
+) -> FixedSplit | RaggedSplit:
     """`split` of `task` from the decode-once cache, decoded (and fingerprinted) on first use."""
     images, labels, sources = read_split(suite, task, split, data_root)
-    key = cache.split_key(sources, {"split": split, "folder": str(sources[0].parent.resolve()),
-                                    "input_size": image_size, "decoder": DECODER_VERSION, **recipe.decoding()})
+    key = cache.split_key(
+        sources,
+        {
+            "split": split,
+            "folder": str(sources[0].parent.resolve()),
+            "input_size": image_size,
+            "decoder": DECODER_VERSION,
+            **recipe.decoding(),
+        },
+    )
 
     def build() -> tuple:
         return decode_for_recipe(images, recipe, image_size), np.asarray(labels, dtype=np.int64)

@@ -3,6 +3,7 @@
 Sizes are relative to the model's input S. A recipe is split between the decode-once cache
 (the PIL resize, done once) and the device (resize of natively stored images, crops, flips).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -46,9 +47,13 @@ RECIPES = {
     "vtab-resize-hflip": Recipe("vtab-resize-hflip", resize="square", scale=1.0, crop=False, hflip=True),
     # The same with mean = std = 0.5 whatever the backbone's config says (RLRR's train_vtab.py, SSF's scripts).
     "vtab-resize-half": Recipe("vtab-resize-half", resize="square", scale=1.0, crop=False, hflip=False, mean_std=HALF),
-    "vtab-resize-hflip-half": Recipe("vtab-resize-hflip-half", resize="square", scale=1.0, crop=False, hflip=True, mean_std=HALF),
+    "vtab-resize-hflip-half": Recipe(
+        "vtab-resize-hflip-half", resize="square", scale=1.0, crop=False, hflip=True, mean_std=HALF
+    ),
     # ... with ImageNet mean/std (NOAH's VTAB-1k baselines LoRA-8, Adapter-8).
-    "vtab-resize-imagenet": Recipe("vtab-resize-imagenet", resize="square", scale=1.0, crop=False, hflip=False, mean_std=IMAGENET),
+    "vtab-resize-imagenet": Recipe(
+        "vtab-resize-imagenet", resize="square", scale=1.0, crop=False, hflip=False, mean_std=IMAGENET
+    ),
     # FGVC as VPT: Resize(256) (shorter side) + RandomCrop(224) + flip; test CentreCrop(224).
     "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True),
     # FGVC as RLRR's train_fgvc.py: square Resize((256, 256)) + RandomCrop(224) + flip, mean = std = 0.5.

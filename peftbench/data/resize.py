@@ -12,6 +12,7 @@ coefficient is split into three balanced base-256 digits, so every matmul input 
 at most 8 significant bits and every partial sum stays an integer below 2**24; the digit sums are
 recombined in int64 and shifted like Pillow's `clip8`.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

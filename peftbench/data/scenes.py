@@ -5,6 +5,7 @@ channels-last at this size), and converted to uint8 (32, 32, 3) by `to_uint8`. T
 patterns in [0, 1] that `colourise` maps between two colours; shapes are anti-aliased masks from
 signed distances. The upstream task draws one broad scene per image and labels many attributes.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ import numpy as np
 
 SIZE = 32
 
-_YY, _XX = (np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5)
+_YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -32,8 +33,14 @@ _PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float32)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "bar")
 # Rotational symmetry period of each shape in radians (0: no orientation).
-_SYMMETRY = {"circle": 0.0, "ring": 0.0, "square": np.pi / 2, "cross": np.pi / 2,
-             "triangle": 2 * np.pi / 3, "bar": np.pi}
+_SYMMETRY = {
+    "circle": 0.0,
+    "ring": 0.0,
+    "square": np.pi / 2,
+    "cross": np.pi / 2,
+    "triangle": 2 * np.pi / 3,
+    "bar": np.pi,
+}
 
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "stripes", "checker", "dots", "noise")
 
@@ -53,8 +60,7 @@ UPSTREAM_ATTRIBUTES: dict[str, int] = {
 }
 
 _UPSTREAM_TAG = zlib.crc32(b"peftbench/upstream")
-_NOISE_BANK = np.random.default_rng(zlib.crc32(b"peftbench/noise")).standard_normal(
-    1 << 20, dtype=np.float32)
+_NOISE_BANK = np.random.default_rng(zlib.crc32(b"peftbench/noise")).standard_normal(1 << 20, dtype=np.float32)
 _MAIN_RADIUS = (5.0, 9.0)
 _SMALL_RADIUS = (2.0, 3.5)
 _BG_PERIODS = ((3.0, 5.0), (5.0, 8.0), (8.0, 13.0))
@@ -62,6 +68,7 @@ _NOISE_SIGMAS = (2.0, 9.0, 18.0)
 
 
 # ---- colours -------------------------------------------------------------------------------
+
 
 def palette_colour(rng: np.random.Generator, index: int, jitter: float = 20.0) -> np.ndarray:
     """Palette colour `index` with uniform per-channel jitter, float32 (3,)."""
@@ -80,6 +87,7 @@ def shade(colour: np.ndarray, amount: float) -> np.ndarray:
 
 
 # ---- textures: float32 (32, 32) patterns in [0, 1] -------------------------------------------
+
 
 def rotated_coords(angle: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates (u, v) about the image centre, rotated by `angle` radians."""
@@ -151,6 +159,7 @@ def colourise(pattern: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray
 
 # ---- shapes --------------------------------------------------------------------------------
 
+
 def _box(u: np.ndarray, v: np.ndarray, half_u: float, half_v: float) -> np.ndarray:
     return np.maximum(np.abs(u) - half_u, np.abs(v) - half_v)
 
@@ -168,8 +177,9 @@ def _signed_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.n
     if shape == "cross":
         return np.minimum(_box(u, v, r, 0.3 * r), _box(u, v, 0.3 * r, r))
     if shape == "triangle":
-        sides = [np.cos(a) * u + np.sin(a) * v for a in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3,
-                                                          np.pi / 2 + 4 * np.pi / 3)]
+        sides = [
+            np.cos(a) * u + np.sin(a) * v for a in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3)
+        ]
         return np.maximum(np.maximum(sides[0], sides[1]), sides[2]) - 0.5 * r
     raise ValueError(f"unknown shape {shape!r}")
 
@@ -187,8 +197,9 @@ def paste(image: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> np.ndarray
     return image + mask * (colour[:, None, None] - image)
 
 
-def place_centres(rng: np.random.Generator, radii: np.ndarray, spacing: float = 0.9,
-                  margin: float = 1.0, tries: int = 64) -> np.ndarray:
+def place_centres(
+    rng: np.random.Generator, radii: np.ndarray, spacing: float = 0.9, margin: float = 1.0, tries: int = 64
+) -> np.ndarray:
     """Centres (k, 2) at least `margin` * r_i from the border, pairs `spacing` * (r_i + r_j) apart.
 
     Each centre takes the first of `tries` candidates that fits under a spacing relaxed linearly
@@ -202,14 +213,14 @@ def place_centres(rng: np.random.Generator, radii: np.ndarray, spacing: float = 
         for attempt, (u, v) in enumerate(candidates):
             x, y = low + u * span, low + v * span
             factor = spacing * (1 - attempt / (tries - 1))
-            if all(math.hypot(x - cx, y - cy) >= factor * (r + cr)
-                   for (cx, cy), cr in zip(centres, radii)):
+            if all(math.hypot(x - cx, y - cy) >= factor * (r + cr) for (cx, cy), cr in zip(centres, radii)):
                 break
         centres.append((x, y))
     return np.array(centres, np.float32).reshape(-1, 2)
 
 
 # ---- finishing -----------------------------------------------------------------------------
+
 
 def add_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
     """`image` plus Gaussian pixel noise of standard deviation `sigma`.
@@ -218,7 +229,7 @@ def add_noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.n
     drawing fresh samples, which matters when rendering 1e5 images.
     """
     start = int(rng.integers(_NOISE_BANK.size - image.size))
-    return image + float(sigma) * _NOISE_BANK[start:start + image.size].reshape(image.shape)
+    return image + float(sigma) * _NOISE_BANK[start : start + image.size].reshape(image.shape)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -227,6 +238,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 # ---- upstream pre-training task -------------------------------------------------------------
+
 
 def _angle_bin(angle: float, period: float, bins: int = 4) -> int:
     """Bin of `angle` modulo `period`, bins centred on multiples of period / bins."""
@@ -273,8 +285,7 @@ def random_scene(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int]]:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         colour = (bg_colour + int(rng.integers(1, len(PALETTE)))) % len(PALETTE)
         angle = rng.uniform(0, 2 * np.pi)
-        image = paste(image, shape_mask(shape, *centres[k], radii[k], angle),
-                      palette_colour(rng, colour))
+        image = paste(image, shape_mask(shape, *centres[k], radii[k], angle), palette_colour(rng, colour))
     noise = int(rng.integers(len(_NOISE_SIGMAS)))
     image = add_noise(rng, image, _NOISE_SIGMAS[noise])
 

@@ -3,6 +3,7 @@
 Each line is `<image path relative to the task folder> <integer label>`, whitespace separated
 (e.g. `images/train800/000000.jpg 307`).
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ method on that task (± their standard deviation); the suite means carry the sta
 the per-seed suite means. A mean that needs a missing cell is left empty. Tune trials (scored on
 val) never enter a table; best-test rows show the test-selected maximum and are labelled so.
 """
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,12 @@ def _efficiency_fields(record: Record) -> dict[str, Any]:
 def _provenance_fields(record: Record) -> dict[str, Any]:
     fingerprints = (record.data.fingerprints if record.data else {}) or {}
     digests = sorted(f"{split}:{(fp or {}).get('sha256', '?')[:12]}" for split, fp in fingerprints.items())
-    return {"version": record.provenance.versions.get("peftbench", "?"), "git_commit": record.provenance.git_commit or "?",
-            "recipe": record.spec.recipe, "data": " ".join(digests)}
+    return {
+        "version": record.provenance.versions.get("peftbench", "?"),
+        "git_commit": record.provenance.git_commit or "?",
+        "recipe": record.spec.recipe,
+        "data": " ".join(digests),
+    }
 
 
 def _row_label(method: str, backbone: str, protocol: str, several_backbones: bool, several_protocols: bool) -> str:
@@ -121,14 +126,18 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
     runs = runs.assign(backbone=runs["model"] + " (" + runs["weights"].str.slice(0, 12) + ")")
     several = runs["backbone"].nunique() > 1
     several_protocols = runs["protocol"].nunique() > 1
-    cells = (
-        runs.groupby(["method", "backbone", "protocol", "task"], group_keys=False)[runs.columns.tolist()]
-        .apply(_newest_settings)
+    cells = runs.groupby(["method", "backbone", "protocol", "task"], group_keys=False)[runs.columns.tolist()].apply(
+        _newest_settings
     )
     summary = (
         cells.groupby(["method", "backbone", "protocol", "task"])
-        .agg(top1=("top1", "mean"), std=("top1", "std"), seeds=("seed", "nunique"), trainable=("trainable", "mean"),
-             trainable_without_head=("trainable_without_head", "mean"))
+        .agg(
+            top1=("top1", "mean"),
+            std=("top1", "std"),
+            seeds=("seed", "nunique"),
+            trainable=("trainable", "mean"),
+            trainable_without_head=("trainable_without_head", "mean"),
+        )
         .reset_index()
     )
     rows, spreads, efficiency, row_runs = [], [], [], {}
@@ -142,14 +151,25 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
         row["Seeds"] = int(by_task["seeds"].min())
         row["Protocol"] = protocol
         rows.append(row)
-        runs_of_row = cells[(cells["method"] == method) & (cells["backbone"] == backbone) & (cells["protocol"] == protocol)]
-        spreads.append({"Method": label, **by_task["std"].reindex(task_names).to_dict(), **_seed_spread(suite, runs_of_row)})
+        runs_of_row = cells[
+            (cells["method"] == method) & (cells["backbone"] == backbone) & (cells["protocol"] == protocol)
+        ]
+        spreads.append(
+            {"Method": label, **by_task["std"].reindex(task_names).to_dict(), **_seed_spread(suite, runs_of_row)}
+        )
         efficiency.append({"Method": label, **_efficiency_row(runs_of_row)})
         row_runs[label] = {"method": method, "model": runs_of_row["model"].iloc[0], "protocol": protocol}
     table = pd.DataFrame(rows).set_index("Method")
     spread = pd.DataFrame(spreads).set_index("Method").reindex(columns=table.columns)
-    return Leaderboard(suite, table, _notes(suite, table), spread, pd.DataFrame(efficiency).set_index("Method"),
-                       _provenance(cells), row_runs)
+    return Leaderboard(
+        suite,
+        table,
+        _notes(suite, table),
+        spread,
+        pd.DataFrame(efficiency).set_index("Method"),
+        _provenance(cells),
+        row_runs,
+    )
 
 
 TRAIN_TIME = "Train time (min, all tasks)"
@@ -174,14 +194,19 @@ def _efficiency_row(runs: pd.DataFrame) -> dict[str, Any]:
 
 def _provenance(cells: pd.DataFrame) -> list[str]:
     """Versions, commits, backbones with weights, recipes, data fingerprints and protocols behind the table."""
+
     def joined(column: str) -> str:
         return ", ".join(sorted(str(v) for v in cells[column].unique()))
 
-    lines = [f"peftbench {joined('version')}; git commit {joined('git_commit')}",
-             f"backbones: {', '.join(sorted(set(cells['model'] + ' (weights ' + cells['weights'].str.slice(0, 16) + ')')))}",
-             f"protocols: {joined('protocol')}; recipes: {joined('recipe')}"]
+    lines = [
+        f"peftbench {joined('version')}; git commit {joined('git_commit')}",
+        f"backbones: {', '.join(sorted(set(cells['model'] + ' (weights ' + cells['weights'].str.slice(0, 16) + ')')))}",
+        f"protocols: {joined('protocol')}; recipes: {joined('recipe')}",
+    ]
     data = cells.drop_duplicates("task").sort_values("task")
-    lines.append("data fingerprints (sha256 prefixes): " + "; ".join(f"{r.task} {r.data}" for r in data.itertuples() if r.data))
+    lines.append(
+        "data fingerprints (sha256 prefixes): " + "; ".join(f"{r.task} {r.data}" for r in data.itertuples() if r.data)
+    )
     return lines
 
 
@@ -227,9 +252,13 @@ def _notes(suite: Suite, table: pd.DataFrame) -> list[str]:
         f"included (the RLRR paper's convention); {PARAMS_WITHOUT_HEAD}: the same without the head."
     )
     if "best-test" in set(table.get("Protocol", [])):
-        notes.append("Protocol best-test: the maximum test top-1 over epochs (test-selected, as RLRR/NOAH/SSF "
-                     "report); not comparable with the other protocols' last-epoch numbers.")
+        notes.append(
+            "Protocol best-test: the maximum test top-1 over epochs (test-selected, as RLRR/NOAH/SSF "
+            "report); not comparable with the other protocols' last-epoch numbers."
+        )
     task_names = [t.name for t in suite.tasks]
     if table[task_names].isna().to_numpy().any():
-        notes.append(f"{MISSING}: no finished run; means and parameter columns that need a missing task are left empty.")
+        notes.append(
+            f"{MISSING}: no finished run; means and parameter columns that need a missing task are left empty."
+        )
     return notes

@@ -24,8 +24,9 @@ class PlotRequest:
         return bool(self.pareto or self.time or self.heatmap)
 
 
-def make_report(results: Path, suite: str | None, fmt: str, reference: bool = False,
-                plots: PlotRequest = PlotRequest()) -> str:
+def make_report(
+    results: Path, suite: str | None, fmt: str, reference: bool = False, plots: PlotRequest = PlotRequest()
+) -> str:
     """The leaderboard of `suite` (every suite with records when None) in `fmt`, writing the plots asked for."""
     suites = [get_suite(suite)] if suite else list(all_suites().values())
     if not results.is_dir():

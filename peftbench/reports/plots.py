@@ -15,6 +15,7 @@ Matplotlib is imported inside the functions (so importing this module, or peftbe
 cheap) and only through its object-oriented `Figure` API, which renders with Agg without pyplot:
 nothing needs a display and no global backend is switched. SVG keeps text as <text> elements.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ ZERO_PARAMS_FLOOR = 1e-3  # millions: where 0-parameter rows go when no row has 
 
 # ---------------------------------------------------------------- shared helpers
 
+
 def _check_path(path: str | Path) -> Path:
     """The output path, once its suffix names a supported format."""
     path = Path(path)
@@ -53,8 +55,10 @@ def _check_columns(board: Leaderboard, *columns: str) -> None:
     for column in columns:
         if column not in board.table.columns:
             numeric = [c for c in board.table.columns if c not in ("Seeds", "Protocol")]
-            raise PeftbenchError(f"no column '{column}' in the {board.suite.name} leaderboard; "
-                                 f"valid columns: {', '.join(map(str, numeric))}")
+            raise PeftbenchError(
+                f"no column '{column}' in the {board.suite.name} leaderboard; "
+                f"valid columns: {', '.join(map(str, numeric))}"
+            )
 
 
 def _plain(text: object) -> str:
@@ -98,6 +102,7 @@ def _mean_label(mean_column: str) -> str:
 
 # ---------------------------------------------------------------- Pareto plot
 
+
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
     """Labels of the points (x = cost, y = score) that no other point beats at the same or lower cost,
     ordered by cost."""
@@ -131,24 +136,48 @@ def _plottable(board: Leaderboard, x: pd.Series, mean_column: str, what: str) ->
     """Columns `x` and `mean` for the rows that have both; PeftbenchError when none has."""
     data = pd.DataFrame({"x": x, "mean": board.table[mean_column]}).astype(float).dropna()
     if data.empty:
-        raise PeftbenchError(f"nothing to plot: no row of the {board.suite.name} leaderboard has both "
-                             f"'{mean_column}' and {what} (a row needs every task finished)")
+        raise PeftbenchError(
+            f"nothing to plot: no row of the {board.suite.name} leaderboard has both "
+            f"'{mean_column}' and {what} (a row needs every task finished)"
+        )
     return data
 
 
-def _draw_points(ax: Axes, board: Leaderboard, xs: pd.Series, ys: pd.Series, mean_column: str,
-                 labels: Mapping[str, str], hollow: Collection[str] = ()) -> None:
+def _draw_points(
+    ax: Axes,
+    board: Leaderboard,
+    xs: pd.Series,
+    ys: pd.Series,
+    mean_column: str,
+    labels: Mapping[str, str],
+    hollow: Collection[str] = (),
+) -> None:
     """One coloured, annotated point per row, with ± spread over seeds as a vertical error bar."""
     for colour, label in zip(_row_colours(len(xs)), xs.index):
         std = _spread(board, label, mean_column)
-        ax.errorbar(xs[label], ys[label], yerr=None if math.isnan(std) else std, fmt="o", color=colour,
-                    markerfacecolor="white" if label in hollow else colour, markersize=7, capsize=3, zorder=3)
-        ax.annotate(_plain(labels.get(label, label)), (xs[label], ys[label]), xytext=(5, 5),
-                    textcoords="offset points", fontsize=8)
+        ax.errorbar(
+            xs[label],
+            ys[label],
+            yerr=None if math.isnan(std) else std,
+            fmt="o",
+            color=colour,
+            markerfacecolor="white" if label in hollow else colour,
+            markersize=7,
+            capsize=3,
+            zorder=3,
+        )
+        ax.annotate(
+            _plain(labels.get(label, label)),
+            (xs[label], ys[label]),
+            xytext=(5, 5),
+            textcoords="offset points",
+            fontsize=8,
+        )
 
 
-def pareto_plot(board: Leaderboard, path: str | Path, params_column: str = PARAMS_WITHOUT_HEAD,
-                mean_column: str = FLAT_MEAN) -> None:
+def pareto_plot(
+    board: Leaderboard, path: str | Path, params_column: str = PARAMS_WITHOUT_HEAD, mean_column: str = FLAT_MEAN
+) -> None:
     """Write the mean-vs-trainable-parameters figure of `board` to `path` (.png or .svg).
 
     Rows without `mean_column` or `params_column` (a task not finished) are left out; rows with 0
@@ -167,8 +196,16 @@ def pareto_plot(board: Leaderboard, path: str | Path, params_column: str = PARAM
     ax.set_xscale("log")
     front = pareto_front({label: (params[label], means[label]) for label in data.index})
     if len(front) > 1:
-        ax.step(xs[front], means[front], where="post", linestyle="--", color="grey", linewidth=1,
-                label="Pareto front", zorder=2)
+        ax.step(
+            xs[front],
+            means[front],
+            where="post",
+            linestyle="--",
+            color="grey",
+            linewidth=1,
+            label="Pareto front",
+            zorder=2,
+        )
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     _draw_points(ax, board, xs, means, mean_column, labels, hollow=zero)
     ax.set_xlabel(_params_label(params_column))
@@ -180,6 +217,7 @@ def pareto_plot(board: Leaderboard, path: str | Path, params_column: str = PARAM
 
 
 # ---------------------------------------------------------------- accuracy vs training time
+
 
 def _time_unit(longest_seconds: float) -> tuple[float, str]:
     """A divisor and unit name that keep the time axis readable."""
@@ -194,8 +232,10 @@ def _check_times(board: Leaderboard, seconds_by_row: Mapping[str, float]) -> pd.
     """The times as a Series over known rows; unknown rows and negative times are errors."""
     unknown = [label for label in seconds_by_row if label not in board.table.index]
     if unknown:
-        raise PeftbenchError(f"no row {', '.join(map(repr, unknown))} in the {board.suite.name} leaderboard; "
-                             f"valid rows: {', '.join(map(str, board.table.index))}")
+        raise PeftbenchError(
+            f"no row {', '.join(map(repr, unknown))} in the {board.suite.name} leaderboard; "
+            f"valid rows: {', '.join(map(str, board.table.index))}"
+        )
     times = pd.Series(seconds_by_row, dtype=float)
     negative = times[times < 0]
     if not negative.empty:
@@ -203,8 +243,9 @@ def _check_times(board: Leaderboard, seconds_by_row: Mapping[str, float]) -> pd.
     return times
 
 
-def accuracy_vs_time_plot(board: Leaderboard, seconds_by_row: Mapping[str, float], path: str | Path,
-                          mean_column: str = FLAT_MEAN) -> None:
+def accuracy_vs_time_plot(
+    board: Leaderboard, seconds_by_row: Mapping[str, float], path: str | Path, mean_column: str = FLAT_MEAN
+) -> None:
     """Write `mean_column` (y) against training time (x, linear from 0) to `path` (.png or .svg).
 
     `seconds_by_row` maps row labels of `board.table` to the training time the caller measured for
@@ -231,6 +272,7 @@ def accuracy_vs_time_plot(board: Leaderboard, seconds_by_row: Mapping[str, float
 
 # ---------------------------------------------------------------- delta heatmap
 
+
 def _grouped_columns(board: Leaderboard) -> tuple[list[str], list[tuple[str, int, int]]]:
     """Task names in suite-group order, then the flat mean; and (group, first, last) column spans."""
     columns, spans = [], []
@@ -247,11 +289,13 @@ def _grouped_columns(board: Leaderboard) -> tuple[list[str], list[tuple[str, int
 def deltas(board: Leaderboard, baseline_row: str) -> pd.DataFrame:
     """Top-1 of every other row minus the baseline's, per task (grouped) and for the flat mean."""
     if baseline_row not in board.table.index:
-        raise PeftbenchError(f"unknown baseline row '{baseline_row}'; valid rows: "
-                             f"{', '.join(map(str, board.table.index))}")
+        raise PeftbenchError(
+            f"unknown baseline row '{baseline_row}'; valid rows: {', '.join(map(str, board.table.index))}"
+        )
     if len(board.table.index) < 2:
-        raise PeftbenchError(f"nothing to compare: '{baseline_row}' is the only row of the "
-                             f"{board.suite.name} leaderboard")
+        raise PeftbenchError(
+            f"nothing to compare: '{baseline_row}' is the only row of the {board.suite.name} leaderboard"
+        )
     columns, _ = _grouped_columns(board)
     values = board.table.reindex(columns=columns).astype(float)
     return values.drop(index=baseline_row) - values.loc[baseline_row]
@@ -260,8 +304,16 @@ def deltas(board: Leaderboard, baseline_row: str) -> pd.DataFrame:
 def _draw_groups(ax: Axes, spans: list[tuple[str, int, int]], n_rows: int) -> None:
     """Group names above the columns and a line after each group."""
     for group, first, last in spans:
-        ax.text((first + last) / 2, 1.02, group.capitalize(), transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize=9, fontweight="bold")
+        ax.text(
+            (first + last) / 2,
+            1.02,
+            group.capitalize(),
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            fontweight="bold",
+        )
         ax.axvline(last + 0.5, color="black", linewidth=1.5)
     ax.set_ylim(n_rows - 0.5, -0.5)
 
@@ -271,8 +323,15 @@ def _annotate_cells(ax: Axes, values: np.ndarray, vmax: float) -> None:
     fontsize = 8 if values.shape[1] <= 12 else 6
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
-            ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=fontsize,
-                    color="white" if abs(value) > 0.6 * vmax else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:+.1f}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if abs(value) > 0.6 * vmax else "black",
+            )
 
 
 def delta_heatmap(board: Leaderboard, baseline_row: str, path: str | Path) -> None:
@@ -295,8 +354,13 @@ def delta_heatmap(board: Leaderboard, baseline_row: str, path: str | Path) -> No
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=Normalize(-vmax, vmax), aspect="auto")
     _annotate_cells(ax, values, vmax)
     _draw_groups(ax, spans, n_rows)
-    ax.set_xticks(range(n_cols), [_plain(c) for c in diff.columns], rotation=45 if n_cols > 6 else 0,
-                  ha="right" if n_cols > 6 else "center", fontsize=8)
+    ax.set_xticks(
+        range(n_cols),
+        [_plain(c) for c in diff.columns],
+        rotation=45 if n_cols > 6 else 0,
+        ha="right" if n_cols > 6 else "center",
+        fontsize=8,
+    )
     ax.set_yticks(range(n_rows), [_plain(r) for r in diff.index], fontsize=8)
     ax.tick_params(length=0)
     fig.colorbar(image, ax=ax, label=f"Δ top-1 vs {_plain(baseline_row)} (points)", shrink=0.9)

@@ -11,6 +11,7 @@ papers mix up") into `tasks/reference/published_<suite>.csv`, read here as packa
 - A published row is compared with ours only when backbone, method variant and protocol all match
   (`pairing`); otherwise the reason names the first mismatch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,15 +19,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from importlib import resources
-from statistics import fmean
 from typing import Mapping, NamedTuple
 
 import pandas as pd
 
-from . import leaderboard
 from ..errors import PeftbenchError
 from ..spec import check_protocol
 from ..suites import Suite
+from . import leaderboard
 
 REFERENCE_PACKAGE = "peftbench.tasks"
 REFERENCE_FOLDER = "reference"
@@ -121,8 +121,14 @@ def _parse_row(raw: dict[str, str], suite: Suite, filename: str) -> PublishedRow
         if column in _META_COLUMNS or column == _PARAMS_COLUMN or _is_printed_mean(column):
             continue
         values[suite.task(column).name] = float(cell)  # suite.task raises on an unknown column
-    row = PublishedRow(raw["method"], raw["backbone"], raw["protocol"], raw["source"],
-                       _in_suite_order(values, suite), float(raw[_PARAMS_COLUMN]))
+    row = PublishedRow(
+        raw["method"],
+        raw["backbone"],
+        raw["protocol"],
+        raw["source"],
+        _in_suite_order(values, suite),
+        float(raw[_PARAMS_COLUMN]),
+    )
     _check_row(row, suite, filename)
     return row
 
@@ -176,8 +182,12 @@ def pairing(published: PublishedRow, method: str, model: str, protocol: str) -> 
     the published row states a protocol; backbone; method variant; protocol.
     """
     check_protocol(protocol)
-    for mismatch in (_unstated(published), _backbone_mismatch(published, model),
-                     _method_mismatch(published, method), _protocol_mismatch(published, protocol)):
+    for mismatch in (
+        _unstated(published),
+        _backbone_mismatch(published, model),
+        _method_mismatch(published, method),
+        _protocol_mismatch(published, protocol),
+    ):
         if mismatch:
             return Pairing(False, mismatch)
     return Pairing(True, "")
@@ -199,8 +209,10 @@ def _method_mismatch(published: PublishedRow, method: str) -> str | None:
         return None
     variant = PUBLISHED_VARIANTS.get(published.method)
     if variant and method == published.method:  # same name, different variant
-        return (f"published {variant.title} row is {variant.what} ({published.params_as_printed:g} M), "
-                f"not {method} ({OUR_VARIANTS[method]})")
+        return (
+            f"published {variant.title} row is {variant.what} ({published.params_as_printed:g} M), "
+            f"not {method} ({OUR_VARIANTS[method]})"
+        )
     return f"method differs (published {published.method}, ours {method})"
 
 
@@ -237,24 +249,38 @@ def with_published(board: "leaderboard.Leaderboard") -> "leaderboard.Leaderboard
     rows, notes = [], list(board.notes)
     for published in published_rows(board.suite):
         label = f"{published.method} (published, {published.backbone}, {published.protocol})"
-        rows.append({"Method": label, **published.values, **recomputed_means(published, board.suite),
-                     PARAMS_AS_PRINTED: published.params_as_printed, "Protocol": published.protocol})
+        rows.append(
+            {
+                "Method": label,
+                **published.values,
+                **recomputed_means(published, board.suite),
+                PARAMS_AS_PRINTED: published.params_as_printed,
+                "Protocol": published.protocol,
+            }
+        )
         reasons = []
         for ours, run in board.row_runs.items():
             verdict = pairing(published, run["method"], run["model"], run["protocol"])
             if verdict.comparable:
                 values = board.table.loc[ours, [t.name for t in board.suite.tasks]].to_dict()
-                rows.append({"Method": f"Δ {ours} − published", **deltas(values, published, board.suite),
-                             "Protocol": run["protocol"]})
+                rows.append(
+                    {
+                        "Method": f"Δ {ours} − published",
+                        **deltas(values, published, board.suite),
+                        "Protocol": run["protocol"],
+                    }
+                )
             elif run["method"] in (published.method, paired_method(published.method)):
                 reasons.append(f"{ours}: {verdict.reason}")
         if reasons:
             notes.append(f"{label}: no delta ({'; '.join(reasons)}).")
     if not rows:
         return board
-    notes.append(f"Published rows: {', '.join(sorted({p.source for p in published_rows(board.suite)}))}; their means "
-                 f"recomputed from the cells, their {PARAMS_AS_PRINTED} as printed (it mixes head conventions). "
-                 "Δ rows: ours − published, only between the same backbone, method variant and protocol.")
+    notes.append(
+        f"Published rows: {', '.join(sorted({p.source for p in published_rows(board.suite)}))}; their means "
+        f"recomputed from the cells, their {PARAMS_AS_PRINTED} as printed (it mixes head conventions). "
+        "Δ rows: ours − published, only between the same backbone, method variant and protocol."
+    )
     extra = pd.DataFrame(rows).set_index("Method")
     table = pd.concat([board.table, extra]).reindex(columns=[*board.table.columns, PARAMS_AS_PRINTED])
     spread = board.spread.reindex(index=table.index, columns=table.columns)

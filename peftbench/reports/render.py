@@ -5,6 +5,7 @@ all of them). LaTeX and HTML follow the papers' layout: task columns under their
 Specialized / Structured for VTAB-1k), the means under "Means"; the notes and the provenance
 lines follow the table.
 """
+
 from __future__ import annotations
 
 import html
@@ -15,8 +16,18 @@ import pandas as pd
 
 from .leaderboard import FLAT_MEAN, GROUP_MEAN, MISSING, Leaderboard, group_column
 
-LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def accuracy_columns(board: Leaderboard) -> list[str]:
@@ -57,18 +68,31 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
     """A booktabs `table*` with group headers, bold best values and the notes as its caption."""
     shown, best = formatted(board), best_cells(board)
     columns = list(shown.columns)
-    lines = [r"% needs \usepackage{booktabs,graphicx}", r"\begin{table*}[t]", r"\centering",
-             r"\resizebox{\textwidth}{!}{%", r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule"]
+    lines = [
+        r"% needs \usepackage{booktabs,graphicx}",
+        r"\begin{table*}[t]",
+        r"\centering",
+        r"\resizebox{\textwidth}{!}{%",
+        r"\begin{tabular}{l" + "r" * len(columns) + "}",
+        r"\toprule",
+    ]
     spans, position, rules = column_groups(board), 2, []
     header = [""]
     for title, members in spans:
-        header.append(rf"\multicolumn{{{len(members)}}}{{c}}{{{latex_escape(title)}}}" if title else
-                      " & ".join([""] * len(members)))
+        header.append(
+            rf"\multicolumn{{{len(members)}}}{{c}}{{{latex_escape(title)}}}"
+            if title
+            else " & ".join([""] * len(members))
+        )
         if title:
             rules.append(rf"\cmidrule(lr){{{position}-{position + len(members) - 1}}}")
         position += len(members)
-    lines += [" & ".join(header) + r" \\", " ".join(rules),
-              " & ".join(["Method"] + [latex_escape(c) for c in columns]) + r" \\", r"\midrule"]
+    lines += [
+        " & ".join(header) + r" \\",
+        " ".join(rules),
+        " & ".join(["Method"] + [latex_escape(c) for c in columns]) + r" \\",
+        r"\midrule",
+    ]
     for label, row in shown.iterrows():
         cells = [latex_escape(label)]
         for column in columns:
@@ -76,8 +100,12 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
             cells.append(rf"\textbf{{{text}}}" if (label, column) in best else text)
         lines.append(" & ".join(cells) + r" \\")
     caption = " ".join(board.notes).replace(MISSING, "--")
-    lines += [r"\bottomrule", r"\end{tabular}}", rf"\caption{{{latex_escape(board.suite.description)}. {latex_escape(caption)}}}",
-              r"\end{table*}"]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}}",
+        rf"\caption{{{latex_escape(board.suite.description)}. {latex_escape(caption)}}}",
+        r"\end{table*}",
+    ]
     lines += [f"% {line}" for line in provenance]
     return "\n".join(lines) + "\n"
 
@@ -87,17 +115,27 @@ def render_html(board: Leaderboard, provenance: list[str]) -> str:
     shown, best = formatted(board), best_cells(board)
     esc = html.escape
     group_row = "".join(f'<th colspan="{len(m)}">{esc(t)}</th>' for t, m in column_groups(board))
-    head = "<tr><th></th>" + group_row + "</tr>\n<tr><th>Method</th>" + "".join(f"<th>{esc(c)}</th>" for c in shown.columns) + "</tr>"
+    head = (
+        "<tr><th></th>"
+        + group_row
+        + "</tr>\n<tr><th>Method</th>"
+        + "".join(f"<th>{esc(c)}</th>" for c in shown.columns)
+        + "</tr>"
+    )
     body = []
     for label, row in shown.iterrows():
-        cells = "".join(f"<td><strong>{esc(row[c])}</strong></td>" if (label, c) in best else f"<td>{esc(row[c])}</td>"
-                        for c in shown.columns)
+        cells = "".join(
+            f"<td><strong>{esc(row[c])}</strong></td>" if (label, c) in best else f"<td>{esc(row[c])}</td>"
+            for c in shown.columns
+        )
         body.append(f"<tr><th>{esc(str(label))}</th>{cells}</tr>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in board.notes)
     footer = "".join(f"<li>{esc(line)}</li>" for line in provenance)
-    return (f"<section class=\"peftbench-leaderboard\">\n<h2>{esc(board.suite.name)}: {esc(board.suite.description)}</h2>\n"
-            f"<table>\n<thead>\n{head}\n</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n"
-            f"<ul class=\"notes\">{notes}</ul>\n<footer><ul>{footer}</ul></footer>\n</section>\n")
+    return (
+        f'<section class="peftbench-leaderboard">\n<h2>{esc(board.suite.name)}: {esc(board.suite.description)}</h2>\n'
+        f"<table>\n<thead>\n{head}\n</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n"
+        f'<ul class="notes">{notes}</ul>\n<footer><ul>{footer}</ul></footer>\n</section>\n'
+    )
 
 
 def bold_markdown(board: Leaderboard, shown: pd.DataFrame) -> pd.DataFrame:
@@ -147,9 +185,22 @@ def render(board: Leaderboard, fmt: str) -> str:
         return _with_spread(board).to_csv(float_format="%.4f")
     if fmt == "json":
         rows = json.loads(_with_spread(board).reset_index().to_json(orient="records"))
-        efficiency = json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
-        return json.dumps({"suite": board.suite.name, "rows": rows, "efficiency": efficiency, "notes": board.notes,
-                           "provenance": board.provenance}, indent=2) + "\n"
+        efficiency = (
+            json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
+        )
+        return (
+            json.dumps(
+                {
+                    "suite": board.suite.name,
+                    "rows": rows,
+                    "efficiency": efficiency,
+                    "notes": board.notes,
+                    "provenance": board.provenance,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     raise ValueError(f"unknown format {fmt}; valid formats: {', '.join(FORMATS)}")
 
 
@@ -158,11 +209,15 @@ def _render_markdown(board: Leaderboard) -> str:
     if board.is_empty:
         return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
     shown = bold_markdown(board, formatted(board))
-    parts = [title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
-             "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."])]
+    parts = [
+        title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
+        "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."]),
+    ]
     if not board.efficiency.empty:
-        parts.append("Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
-                     + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True))
+        parts.append(
+            "Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
+            + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True)
+        )
     parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
     return "\n\n".join(parts) + "\n"
 

@@ -40,7 +40,9 @@ class Submission:
 class Launcher:
     """Runs a session's units; returns what happened, or the submission when it does not wait."""
 
-    def launch(self, request: RunRequest, store: Store, session: Session, units: list[Unit]) -> SweepOutcome | Submission:
+    def launch(
+        self, request: RunRequest, store: Store, session: Session, units: list[Unit]
+    ) -> SweepOutcome | Submission:
         raise NotImplementedError
 
 
@@ -94,18 +96,22 @@ class Slurm(Launcher):
         return self.workers if self.workers > 1 else min(-(-todo // per_task), self.array_parallelism)
 
     def launch(self, request, store, session, units) -> SweepOutcome | Submission:
-        if not session.todo:
-            return Submission("", 0, 0, session.root)  # nothing to submit: every unit has a record
-        tasks = self.array_tasks(len(session.todo))
-        jobs = submit_slurm(session, self, tasks)
+        """The submission (none when every unit has a record); with `wait`, the outcome holding it."""
+        jobs, submission = [], Submission("", 0, 0, session.root)
+        if session.todo:
+            tasks = self.array_tasks(len(session.todo))
+            jobs = submit_slurm(session, self, tasks)
+            submission = Submission(jobs[0].job_id.split("_")[0], tasks, len(session.todo), session.root)
         if not self.wait:
-            return Submission(jobs[0].job_id.split("_")[0], tasks, len(session.todo), session.root)
+            return submission
         for job in jobs:
             job.result()
-        return outcome_of(session, units, store)
+        return dataclasses.replace(outcome_of(session, units, store), submission=submission)
 
 
-def local_launcher(workers: int, gpus: str | None, runs_per_gpu: int, listener: Callable[[int], Any] | None) -> Launcher:
+def local_launcher(
+    workers: int, gpus: str | None, runs_per_gpu: int, listener: Callable[[int], Any] | None
+) -> Launcher:
     """`InProcess` for one CPU worker, else `LocalWorkers` over the CPU shares or the GPUs."""
     if workers < 1 or runs_per_gpu < 1:
         raise PeftbenchError(f"--workers and --runs-per-gpu must be at least 1, got {workers} and {runs_per_gpu}")
@@ -121,7 +127,9 @@ def parse_gpus(gpus: str | None, runs_per_gpu: int = 1) -> list[int]:
         import torch
 
         if not torch.cuda.device_count():
-            raise PeftbenchError("--runs-per-gpu packs runs on CUDA devices and torch sees none; on the CPU use --workers N")
+            raise PeftbenchError(
+                "--runs-per-gpu packs runs on CUDA devices and torch sees none; on the CPU use --workers N"
+            )
         return list(range(torch.cuda.device_count()))
     if not gpus:
         return []
@@ -135,7 +143,9 @@ def worker_command(session: Session, name: str) -> list[str]:
     return [sys.executable, "-m", "peftbench.sweeps.worker", str(session.path), "--worker", name]
 
 
-def worker_shares(workers: int, gpus: list[int] | None = None, runs_per_gpu: int = 1) -> list[tuple[str, dict[str, str]]]:
+def worker_shares(
+    workers: int, gpus: list[int] | None = None, runs_per_gpu: int = 1
+) -> list[tuple[str, dict[str, str]]]:
     """(name, environment) of each local worker: `runs_per_gpu` per GPU in `gpus` (indices into the
     devices this process sees, so a Slurm allocation's CUDA_VISIBLE_DEVICES is respected), or
     `workers` on the CPU with its threads shared out."""
@@ -143,18 +153,27 @@ def worker_shares(workers: int, gpus: list[int] | None = None, runs_per_gpu: int
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else None
         if devices is not None and max(gpus) >= len(devices):
-            raise PeftbenchError(f"--gpus {','.join(map(str, gpus))}: only {len(devices)} device(s) visible "
-                                 f"(CUDA_VISIBLE_DEVICES={visible})")
-        return [(f"gpu{g}" + (f".{r}" if runs_per_gpu > 1 else ""), {"CUDA_VISIBLE_DEVICES": devices[g] if devices else str(g)})
-                for g in gpus for r in range(runs_per_gpu)]
+            raise PeftbenchError(
+                f"--gpus {','.join(map(str, gpus))}: only {len(devices)} device(s) visible "
+                f"(CUDA_VISIBLE_DEVICES={visible})"
+            )
+        return [
+            (
+                f"gpu{g}" + (f".{r}" if runs_per_gpu > 1 else ""),
+                {"CUDA_VISIBLE_DEVICES": devices[g] if devices else str(g)},
+            )
+            for g in gpus
+            for r in range(runs_per_gpu)
+        ]
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     return [(f"cpu{i}", {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}) for i in range(workers)]
 
 
 def run_local_workers(session: Session, shares: list[tuple[str, dict[str, str]]], prefix: str = "") -> None:
     """Run one worker process per share (see `worker_shares`) and wait for all of them."""
-    processes = [subprocess.Popen(worker_command(session, prefix + name), env={**os.environ, **env})
-                 for name, env in shares]
+    processes = [
+        subprocess.Popen(worker_command(session, prefix + name), env={**os.environ, **env}) for name, env in shares
+    ]
     try:
         codes = [p.wait() for p in processes]
     except KeyboardInterrupt:
@@ -177,10 +196,14 @@ def submit_slurm(session: Session, options: Slurm, tasks: int) -> list[Any]:
         import submitit
     except ImportError:
         raise PeftbenchError("--launcher slurm needs submitit (a peftbench dependency): pip install submitit") from None
-    executor = submitit.AutoExecutor(folder=sweep_dir(session.root, session.sweep) / "submitit" / "%j",
-                                     cluster=options.cluster or "slurm")
-    parameters: dict[str, Any] = {"name": f"peftbench-{session.sweep}", "timeout_min": options.time_minutes,
-                                  "slurm_array_parallelism": options.array_parallelism}
+    executor = submitit.AutoExecutor(
+        folder=sweep_dir(session.root, session.sweep) / "submitit" / "%j", cluster=options.cluster or "slurm"
+    )
+    parameters: dict[str, Any] = {
+        "name": f"peftbench-{session.sweep}",
+        "timeout_min": options.time_minutes,
+        "slurm_array_parallelism": options.array_parallelism,
+    }
     if options.gpus_per_node:
         parameters["gpus_per_node"] = options.gpus_per_node
     if options.partition:

@@ -9,6 +9,7 @@
   next attempt; claims of an older session mean nothing to a new one.
 Every file is written atomically, so a kill at any moment leaves nothing half-written.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,18 @@ class Session:
 
 
 def start_session(root: Path, sweep_id: str, request_payload: dict[str, Any], todo: list[str]) -> Session:
-    session = Session(f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", sweep_id, Path(root).absolute(),
-                      request_payload, tuple(todo))
+    session = Session(
+        f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        sweep_id,
+        Path(root).absolute(),
+        request_payload,
+        tuple(todo),
+    )
     session.path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(session.path, {"id": session.id, "sweep": sweep_id, "created": _now(),
-                                     "request": request_payload, "todo": list(todo)})
+    write_json_atomic(
+        session.path,
+        {"id": session.id, "sweep": sweep_id, "created": _now(), "request": request_payload, "todo": list(todo)},
+    )
     return session
 
 
@@ -90,8 +98,9 @@ def claim(session: Session, unit_key: str, worker: str) -> bool:
         return False
     path = session.claims / f"{unit_key}.{len(attempts)}"
     temporary = session.claims / f".{unit_key}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "worker": worker,
-                                     "started": _now()}))
+    temporary.write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "worker": worker, "started": _now()})
+    )
     try:
         os.link(temporary, path)  # exclusive and complete at once: the claim appears with its content
     except FileExistsError:

@@ -3,6 +3,7 @@
 Only methods whose papers fix their settings per task have them; any other method under
 `paper` is refused with a pointer to `--protocol tune`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,12 +58,15 @@ def published(method: str, suite: Suite, task: Task) -> PaperSettings:
     if method not in table:
         raise PeftbenchError(
             f"method '{method}' has no fixed published settings (--protocol paper knows "
-            f"{', '.join(methods_with_settings())}); choose its settings on val with --protocol tune")
+            f"{', '.join(methods_with_settings())}); choose its settings on val with --protocol tune"
+        )
     entry = table[method]
     if suite.name not in entry:
         suites = ", ".join(k for k, v in entry.items() if isinstance(v, dict))
-        raise PeftbenchError(f"method '{method}' has published settings for {suites}, not for suite '{suite.name}'; "
-                             "use --protocol default or tune there")
+        raise PeftbenchError(
+            f"method '{method}' has published settings for {suites}, not for suite '{suite.name}'; "
+            "use --protocol default or tune there"
+        )
     suite_entry = entry[suite.name]
     if "unsupported" in suite_entry:
         raise PeftbenchError(f"--protocol paper cannot run {method} on {suite.name}: {suite_entry['unsupported']}")

@@ -1,4 +1,5 @@
 """Rich progress for a sweep: an overall bar over runs and one bar for the run in progress."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -39,8 +40,10 @@ class RichSweepProgress(SweepListener):
 
     def _report_skipped(self) -> None:
         if self.skipped:
-            self.console.print(f"[dim]skip[/dim] {self.skipped} unit(s) with a record already "
-                               "(--retry-failed reruns failed ones, --force all)")
+            self.console.print(
+                f"[dim]skip[/dim] {self.skipped} unit(s) with a record already "
+                "(--retry-failed reruns failed ones, --force all)"
+            )
             self.skipped = 0
 
     def run_skipped(self, unit: Unit) -> None:
@@ -64,7 +67,9 @@ class RichSweepProgress(SweepListener):
             self.run = None
         self.progress.advance(self.sweep)
         if record.ok:
-            self.console.print(f"[green]ok[/green]   {unit.label()}: {record.metrics.split} top-1 {record.metrics.top1:.1f} % "
-                               f"in {record.timing.wall_seconds:.1f} s")
+            self.console.print(
+                f"[green]ok[/green]   {unit.label()}: {record.metrics.split} top-1 {record.metrics.top1:.1f} % "
+                f"in {record.timing.wall_seconds:.1f} s"
+            )
         else:
             self.console.print(f"[red]failed[/red] {unit.label()}: {record.reason}", soft_wrap=True)

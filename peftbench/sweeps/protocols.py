@@ -8,6 +8,7 @@
   the test split is evaluated every `eval_every` epochs and the maximum is recorded, labelled
   test-selected; kept apart from the other protocols in every table.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,9 @@ from typing import Any
 
 from ..errors import PeftbenchError
 from ..methods import get_method
-from ..settings import check_keys, resolve
 from ..record import Record
-from ..spec import PROTOCOLS, RunSpec, check_protocol
+from ..settings import check_keys, resolve
+from ..spec import RunSpec
 from ..suites import Task
 from . import paper_settings, tuning
 
@@ -58,8 +59,16 @@ class Unit:
     def describe(self) -> dict[str, Any]:
         """What a manifest stores of the unit."""
         s = self.spec
-        return {"key": self.key, "kind": self.kind, "suite": s.suite, "task": s.task, "method": s.method,
-                "seed": s.seed, "protocol": s.protocol, "trials": list(self.trials)}
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "suite": s.suite,
+            "task": s.task,
+            "method": s.method,
+            "seed": s.seed,
+            "protocol": s.protocol,
+            "trials": list(self.trials),
+        }
 
 
 def seeds_from(seeds: list[int] | None, count: int | None) -> list[int]:
@@ -101,10 +110,22 @@ def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
                 raise
     train, options = resolve(cls, suite.defaults, {**published, **request.overrides})
     best_test = request.protocol == "best-test"
-    return RunSpec(suite.name, task.name, cls.name, request.model, weights_identity, request.seeds[0], train,
-                   options, protocol=request.protocol, train_split=suite.train_split, eval_split=suite.eval_split,
-                   recipe=recipe, eval_every=request.eval_every if best_test else 0,
-                   settings_source=("paper" if published else "default") if best_test else "")
+    return RunSpec(
+        suite.name,
+        task.name,
+        cls.name,
+        request.model,
+        weights_identity,
+        request.seeds[0],
+        train,
+        options,
+        protocol=request.protocol,
+        train_split=suite.train_split,
+        eval_split=suite.eval_split,
+        recipe=recipe,
+        eval_every=request.eval_every if best_test else 0,
+        settings_source=("paper" if published else "default") if best_test else "",
+    )
 
 
 def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
@@ -118,7 +139,9 @@ def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:
         trials.append(Unit("trial", spec, point=tuple(point.items())))
     keys = tuple(t.key for t in trials)
     points = tuple(t.point for t in trials)
-    finals = [Unit("final", dataclasses.replace(template, seed=seed), trials=keys, points=points) for seed in request.seeds]
+    finals = [
+        Unit("final", dataclasses.replace(template, seed=seed), trials=keys, points=points) for seed in request.seeds
+    ]
     return trials + finals
 
 
@@ -134,6 +157,10 @@ def final_spec(unit: Unit, trial_records: list[Record]) -> tuple[RunSpec, dict[s
         trials.append(entry)
     best = tuning.choose(trials)
     chosen = {k: best["settings"][k] for k in best["point"]}
-    selection = {"chosen_point": best["point"], "chosen_settings": chosen, "val_top1": best["val_top1"],
-                 "trials": [{k: v for k, v in t.items() if k != "settings"} for t in trials]}
+    selection = {
+        "chosen_point": best["point"],
+        "chosen_settings": chosen,
+        "val_top1": best["val_top1"],
+        "trials": [{k: v for k, v in t.items() if k != "settings"} for t in trials],
+    }
     return unit.spec.with_settings(chosen), selection

@@ -12,8 +12,9 @@ from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import resolve_method_names
 from ..settings import parse_assignments
+from ..spec import check_protocol
 from ..suites import Suite, Task, get_suite
-from .protocols import check_protocol, seeds_from
+from .protocols import seeds_from
 from .tuning import parse_grid
 
 

@@ -42,8 +42,9 @@ class SplitLoader:
             size = backbone.model_input_size(spec.model)
             try:
                 self._value = tuple(
-                    load_split(self.request.suite, task, split, self.request.data_root, size, recipe,
-                               self.request.cache_dir)
+                    load_split(
+                        self.request.suite, task, split, self.request.data_root, size, recipe, self.request.cache_dir
+                    )
                     for split in (spec.train_split, spec.eval_split)
                 )
             except PeftbenchError as exc:
@@ -51,8 +52,14 @@ class SplitLoader:
         return self._value
 
 
-def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: torch.device,
-             listener: engine.Listener, split: str = "test") -> Record:
+def run_spec(
+    request,
+    spec: RunSpec,
+    splits: tuple[Split, Split] | str,
+    device: torch.device,
+    listener: engine.Listener,
+    split: str = "test",
+) -> Record:
     """Train and evaluate `spec`; its record (status ok or failed), scored on `split` (test, or val for trials)."""
     record = new_record(spec, device)
     started = time.perf_counter()
@@ -60,9 +67,17 @@ def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: 
         if isinstance(splits, str):
             raise PeftbenchError(splits)
         train, evaluated = splits
-        record = dataclasses.replace(record, data=DataInfo(
-            spec.train_split, len(train), spec.eval_split, len(evaluated), get_recipe(spec.recipe).describe(),
-            {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")}))
+        record = dataclasses.replace(
+            record,
+            data=DataInfo(
+                spec.train_split,
+                len(train),
+                spec.eval_split,
+                len(evaluated),
+                get_recipe(spec.recipe).describe(),
+                {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")},
+            ),
+        )
         result, params, fused = _train(request, spec, train, evaluated, device, listener)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return failed(record, str(exc), started)
@@ -71,20 +86,27 @@ def run_spec(request, spec: RunSpec, splits: tuple[Split, Split] | str, device: 
             torch.cuda.empty_cache()
         return failed(record, f"out of memory: {str(exc).splitlines()[0]}", started)
     except Exception as exc:  # keep the sweep going; the record keeps the traceback
-        return dataclasses.replace(failed(record, f"{type(exc).__name__}: {exc}", started),
-                                   traceback=traceback.format_exc())
+        return dataclasses.replace(
+            failed(record, f"{type(exc).__name__}: {exc}", started), traceback=traceback.format_exc()
+        )
     metrics = Metrics(result.top1, split, result.final_train_loss)
     if result.test_curve:
         best_epoch, best = max(result.test_curve, key=lambda point: (point[1], -point[0]))
-        metrics = dataclasses.replace(metrics, best_test_top1=best, best_test_epoch=best_epoch,
-                                      test_curve=result.test_curve)
+        metrics = dataclasses.replace(
+            metrics, best_test_top1=best, best_test_epoch=best_epoch, test_curve=result.test_curve
+        )
     return dataclasses.replace(
         record,
         status="ok",
         metrics=metrics,
         params=params,
-        timing=Timing(time.perf_counter() - started, result.train_seconds, result.train_images_per_second,
-                      result.eval_seconds, result.eval_images_per_second),
+        timing=Timing(
+            time.perf_counter() - started,
+            result.train_seconds,
+            result.train_images_per_second,
+            result.eval_seconds,
+            result.eval_images_per_second,
+        ),
         memory=Memory(result.peak_memory_mb, result.memory_measure),
         execution=Execution(result.used_cached_features, result.evaluated_merged, result.compiled, fused),
     )
@@ -104,14 +126,30 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
     adapt(model, method)
     params = Params(**count_parameters(model, backbone.head_parameter_names(model)))
     merge = method.merge if method.mergeable else None
-    result = engine.train_and_evaluate(model, method.no_weight_decay(model), train, evaluated, spec.train, device,
-                                       spec.seed, listener, merge, get_recipe(spec.recipe),
-                                       eval_every=spec.eval_every, compile=request.compile)
+    result = engine.train_and_evaluate(
+        model,
+        method.no_weight_decay(model),
+        train,
+        evaluated,
+        spec.train,
+        device,
+        spec.seed,
+        listener,
+        merge,
+        get_recipe(spec.recipe),
+        eval_every=spec.eval_every,
+        compile=request.compile,
+    )
     return result, params, engine.uses_fused_attention(model)
 
 
 def new_record(spec: RunSpec, device: torch.device) -> Record:
     """A failed-until-finished record of `spec` with its provenance."""
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Record(spec.key, "run", spec, "failed",
-                  Provenance(provenance.device_name(device), provenance.versions(), provenance.git_commit(), finished))
+    return Record(
+        spec.key,
+        "run",
+        spec,
+        "failed",
+        Provenance(provenance.device_name(device), provenance.versions(), provenance.git_commit(), finished),
+    )

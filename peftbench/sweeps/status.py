@@ -1,5 +1,6 @@
 """`peftbench status`: done / failed / running / pending units per method and task, from the
 sweeps' manifests and the records (a unit is running while a live process claims it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,14 +40,21 @@ def unit_states(root: Path, suite: str | None = None) -> pd.DataFrame:
                 state = "done" if record.ok else "failed"
             else:
                 state = "running" if unit["key"] in held else "pending"
-            rows[unit["key"]] = {**{k: unit[k] for k in ("suite", "task", "method", "protocol", "kind")}, "state": state}
+            rows[unit["key"]] = {
+                **{k: unit[k] for k in ("suite", "task", "method", "protocol", "kind")},
+                "state": state,
+            }
     columns = ["suite", "task", "method", "protocol", "kind", "state"]
     return pd.DataFrame(list(rows.values()), columns=columns)
 
 
 def summarise(units: pd.DataFrame) -> pd.DataFrame:
     """Counts of each state per (suite, method, protocol, task), with a total column."""
-    counts = units.groupby(["suite", "method", "protocol", "task", "state"], sort=False).size().unstack("state", fill_value=0)
+    counts = (
+        units.groupby(["suite", "method", "protocol", "task", "state"], sort=False)
+        .size()
+        .unstack("state", fill_value=0)
+    )
     counts = counts.reindex(columns=list(STATES), fill_value=0)
     counts["total"] = counts.sum(axis=1)
     return counts.reset_index()

@@ -4,6 +4,7 @@ Each grid point trains on the suite's tune train split (VTAB-1k: train800) and i
 final-epoch top-1 on the tune eval split (val200); the best point wins, ties going to the smaller
 learning rate (then the earlier point). The final runs retrain with it on train800val200.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,7 +30,9 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def method_grid(method_cls: type, suite: Suite, settings: dict[str, Any], requested: dict[str, list[str]]) -> dict[str, list]:
+def method_grid(
+    method_cls: type, suite: Suite, settings: dict[str, Any], requested: dict[str, list[str]]
+) -> dict[str, list]:
     """The grid one method is tuned over: `--grid` values, else the suite's lr factors around the
     method's resolved lr, else the method's own default grid. Values are typed."""
     if requested:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from .. import engine
 from ..errors import PeftbenchError
@@ -29,6 +30,7 @@ class SweepOutcome:
     skipped: list[Unit] = dataclasses.field(default_factory=list)
     failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)
     skipped_failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)  # failed before; no --retry-failed
+    submission: Any = None  # the Slurm launcher's job array, when the outcome waited for one
 
     def skip(self, unit: Unit, record: Record | None) -> None:
         """Count a unit this session does not run (a failed one among the skipped failures)."""
@@ -116,8 +118,16 @@ def _trial_records(unit: Unit, store: Store, session: manifest.Session, todo: se
     return records
 
 
-def _run_unit(request: RunRequest, unit: Unit, trial_records: list[Record], splits: SplitLoader, device, listener,
-              session: manifest.Session, worker: str) -> Record:
+def _run_unit(
+    request: RunRequest,
+    unit: Unit,
+    trial_records: list[Record],
+    splits: SplitLoader,
+    device,
+    listener,
+    session: manifest.Session,
+    worker: str,
+) -> Record:
     spec, selection = unit.spec, None
     if unit.kind == "final":
         try:
@@ -132,7 +142,9 @@ def _as_unit(record: Record, unit: Unit, session: manifest.Session, worker: str)
     """The record under its unit's key and kind, with the session and worker that ran it."""
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return dataclasses.replace(
-        record, key=unit.key, kind=unit.kind,
+        record,
+        key=unit.key,
+        kind=unit.kind,
         provenance=dataclasses.replace(record.provenance, finished_at=finished),
         unit=UnitInfo(session.id, session.sweep, worker, dict(unit.point) if unit.kind == "trial" else None),
     )

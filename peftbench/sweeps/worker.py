@@ -3,12 +3,14 @@
 Started by the local launcher (one per CPU share or GPU) and by the Slurm launcher (one per array
 task); pulls the session's ready units until none is left. One line per finished unit on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import socket
 from pathlib import Path
+
 from ..record import Record
 from ..store import Store
 from .manifest import load_session
@@ -25,8 +27,10 @@ class LineListener(SweepListener):
     def run_finished(self, unit: Unit, record: Record) -> None:
         if record.ok:
             metrics = record.metrics
-            print(f"[{self.name}] ok {unit.label()}: {metrics.name} {metrics.top1:.1f} ({record.timing.wall_seconds:.1f} s)",
-                  flush=True)
+            print(
+                f"[{self.name}] ok {unit.label()}: {metrics.name} {metrics.top1:.1f} ({record.timing.wall_seconds:.1f} s)",
+                flush=True,
+            )
         else:
             print(f"[{self.name}] failed {unit.label()}: {record.reason}", flush=True)
 

@@ -1,11 +1,12 @@
 """Method registry: built-ins, the `peftbench.methods` entry-point group, name errors."""
+
 import sys
 from pathlib import Path
 
 import pytest
 
-from peftbench import registry
 from peftbench.errors import PeftbenchError
+from peftbench.methods import _registry as registry
 
 PLUGIN = '''
 import dataclasses
@@ -44,7 +45,18 @@ def test_an_installed_package_adds_a_method_through_entry_points(tmp_path: Path,
     (dist / "entry_points.txt").write_text("[peftbench.methods]\nnormtune = normtune_plugin:NormTuning\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)  # entry points are read once per process
     cls = registry.get_method("normtune")
     assert cls.name == "normtune" and cls.summary.startswith("LayerNorm tuning")
     assert "scale" in cls.option_fields()
     sys.modules.pop("normtune_plugin", None)
+
+
+def test_entry_points_are_read_once_per_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(registry, "entry_points", lambda group: calls.append(group) or [])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    for _ in range(3):
+        registry.get_method("linear")
+        registry.all_methods()
+    assert calls == [registry.ENTRY_POINT_GROUP]

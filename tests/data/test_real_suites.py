@@ -1,15 +1,14 @@
 """All 19 VTAB-1k and 5 FGVC tasks from miniature trees in the users' on-disk layouts, end to end."""
-import json
+
 from pathlib import Path
 
 import pytest
+from trees import write_fgvc_tree, write_vtab_tree
 from typer.testing import CliRunner
 
-from peftbench.store import Store
 from peftbench.cli import app
+from peftbench.store import Store
 from peftbench.suites import get_suite
-
-from trees import write_fgvc_tree, write_vtab_tree
 
 runner = CliRunner()
 LAYOUTS = {"vtab": write_vtab_tree, "fgvc": write_fgvc_tree}
@@ -32,15 +31,31 @@ def test_data_check_passes_with_size_warnings(tree):
 
 def test_one_linear_run_per_task_writes_a_record_each(tree, tmp_path: Path):
     suite, root = tree
-    result = runner.invoke(app, ["run", "--method", "linear", "--suite", suite, "--data-root", str(root),
-                                 "--model", "vit_micro_patch4_32", "--no-pretrained", "--epochs", "1",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--method",
+            "linear",
+            "--suite",
+            suite,
+            "--data-root",
+            str(root),
+            "--model",
+            "vit_micro_patch4_32",
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = list(Store(tmp_path).records())
     expected = get_suite(suite)
-    assert sorted(r["spec"]["task"] for r in records) == sorted(t.name for t in expected.tasks)
-    assert all(r["status"] == "ok" and r["spec"]["train_split"] == expected.train_split for r in records)
-    assert all(r["spec"]["settings"]["warmup_epochs"] == 0 for r in records)  # shortened with --epochs 1
+    assert sorted(r.spec.task for r in records) == sorted(t.name for t in expected.tasks)
+    assert all(r.status == "ok" and r.spec.train_split == expected.train_split for r in records)
+    assert all(r.spec.settings["warmup_epochs"] == 0 for r in records)  # shortened with --epochs 1
 
 
 def test_data_check_fails_on_a_missing_task_naming_the_path(tmp_path: Path):
@@ -59,12 +74,36 @@ def test_data_check_of_a_missing_root_is_one_line(tmp_path: Path):
 
 def test_fgvc_runs_under_rlrr_recipe_record_it(tmp_path: Path):
     write_fgvc_tree(tmp_path / "data")
-    result = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "-t", "OxfordFlowers", "--data-root", str(tmp_path / "data"),
-                                 "--model", "vit_micro_patch4_32", "--no-pretrained", "--epochs", "1", "--recipe", "rlrr-fgvc",
-                                 "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-m",
+            "linear",
+            "-s",
+            "fgvc",
+            "-t",
+            "OxfordFlowers",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--model",
+            "vit_micro_patch4_32",
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--recipe",
+            "rlrr-fgvc",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (record,) = list(Store(tmp_path / "r").records())
-    assert record["spec"]["recipe"] == "rlrr-fgvc" and record["data"]["recipe"]["mean_std"] == [[0.5] * 3, [0.5] * 3]
-    assert not record["used_cached_features"]  # crops and flips change the inputs every epoch
+    assert record.spec.recipe == "rlrr-fgvc" and record.data.recipe["mean_std"] == [[0.5] * 3, [0.5] * 3]
+    assert not record.execution.used_cached_features  # crops and flips change the inputs every epoch
     bad = runner.invoke(app, ["run", "-m", "linear", "-s", "fgvc", "--recipe", "nope", "--data-root", str(tmp_path)])
-    assert bad.exit_code == 2 and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vtab-resize-hflip, vtab-resize-half" in bad.stderr
+    assert (
+        bad.exit_code == 2
+        and "unknown preprocessing recipe 'nope'; valid recipes: vtab-resize, vtab-resize-hflip, vtab-resize-half"
+        in bad.stderr
+    )

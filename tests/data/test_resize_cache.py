@@ -1,4 +1,5 @@
 """Pillow-exact resizing, batch crops, and the decode-once split cache."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """LoRA (q, v), NOAH's fused-qkv LoRA and BitFit: equations, trainable sets, counts, merging."""
+
 from __future__ import annotations
 
 import math
@@ -11,10 +12,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
+from peftbench.methods import get_method
 from peftbench.methods.base import Method
 from peftbench.methods.lora import LoRAQueryValue, LowRankQKV
 from peftbench.methods.lora_qkv import FusedLoRA
-from peftbench.registry import get_method
 
 IN, WIDTH, RANK = 16, 12, 4
 
@@ -64,7 +65,7 @@ def test_lora_equation_on_one_layer() -> None:
             layer.lora_A[p].normal_()
             layer.lora_B[p].normal_()
     scale = alpha / RANK
-    merged = layer.merged().weight
+    merged = layer.fold().weight
     q, k, v = slice(0, WIDTH), slice(WIDTH, 2 * WIDTH), slice(2 * WIDTH, 3 * WIDTH)
     assert torch.equal(merged[k], w0[k])
     torch.testing.assert_close(merged[q], w0[q] + scale * layer.lora_B["q"] @ layer.lora_A["q"])
@@ -96,7 +97,7 @@ def test_lora_qkv_equation_on_one_layer() -> None:
         layer.lora_A.normal_()
         layer.lora_B.normal_()
     expected = w0 + (layer.lora_A @ layer.lora_B).T
-    torch.testing.assert_close(layer.merged().weight, expected)
+    torch.testing.assert_close(layer.fold().weight, expected)
     x = torch.randn(2, 5, IN)
     torch.testing.assert_close(layer(x), F.linear(x, expected, b0))
 

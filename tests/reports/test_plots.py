@@ -1,4 +1,5 @@
 """Plots from a small demo leaderboard: files are real images with the expected labels; bad input is one clear error."""
+
 import re
 import subprocess
 import sys
@@ -7,10 +8,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from PIL import Image
+from record_factory import runs_frame_of
 
 from peftbench.errors import PeftbenchError
-from peftbench.plots import accuracy_vs_time_plot, delta_heatmap, deltas, pareto_front, pareto_plot
-from peftbench.report import FLAT_MEAN, PARAMS_WITH_HEAD, build_leaderboard, runs_frame
+from peftbench.reports.leaderboard import FLAT_MEAN, PARAMS_WITH_HEAD, build_leaderboard
+from peftbench.reports.plots import accuracy_vs_time_plot, delta_heatmap, deltas, pareto_front, pareto_plot
 from peftbench.suites import get_suite
 
 DEMO = get_suite("demo")
@@ -26,13 +28,29 @@ ROWS = {
 
 def _record(task: str, top1: float, method: str, trainable_without_head: int, seed: int = 42) -> dict:
     classes = next(t.num_classes for t in DEMO.tasks if t.name == task)
-    spec = {"suite": "demo", "task": task, "method": method, "model": "vit_micro_patch4_32", "weights": "ab" * 32,
-            "seed": seed, "settings": {"lr": 1e-3}, "protocol": "default", "train_split": "train800val200",
-            "eval_split": "test"}
-    return {"schema": 1, "status": "ok", "spec": spec, "finished_at": "2026-01-01T00:00:00",
-            "metrics": {"test_top1": top1},
-            "params": {"trainable": trainable_without_head + 193 * classes,
-                       "trainable_without_head": trainable_without_head}}
+    spec = {
+        "suite": "demo",
+        "task": task,
+        "method": method,
+        "model": "vit_micro_patch4_32",
+        "weights": "ab" * 32,
+        "seed": seed,
+        "settings": {"lr": 1e-3},
+        "protocol": "default",
+        "train_split": "train800val200",
+        "eval_split": "test",
+    }
+    return {
+        "schema": 1,
+        "status": "ok",
+        "spec": spec,
+        "finished_at": "2026-01-01T00:00:00",
+        "metrics": {"test_top1": top1},
+        "params": {
+            "trainable": trainable_without_head + 193 * classes,
+            "trainable_without_head": trainable_without_head,
+        },
+    }
 
 
 def _board(rows: dict = ROWS):
@@ -40,7 +58,7 @@ def _board(rows: dict = ROWS):
     for method, (params, first, second) in rows.items():
         for seed, values in ((42, first), (44, second)):
             records += [_record(task, v, method, params, seed) for task, v in zip(TASKS, values or []) if v is not None]
-    return build_leaderboard(runs_frame(records), DEMO)
+    return build_leaderboard(runs_frame_of(records), DEMO)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +93,15 @@ def test_pareto_plot_png_is_a_real_picture(board, tmp_path):
 def test_pareto_plot_svg_labels_rows_axes_and_skips_incomplete_rows(board, tmp_path):
     pareto_plot(board, tmp_path / "pareto.svg")
     text = _svg_texts(tmp_path / "pareto.svg")
-    for label in ("full", "lora", "linear (0 params)", "Mean (flat) top-1 (%)",
-                  "Trainable parameters (M), head excluded", "demo", "Pareto front"):
+    for label in (
+        "full",
+        "lora",
+        "linear (0 params)",
+        "Mean (flat) top-1 (%)",
+        "Trainable parameters (M), head excluded",
+        "demo",
+        "Pareto front",
+    ):
         assert label in text
     assert "bitfit" not in text  # no flat mean: skipped
 
@@ -89,8 +114,13 @@ def test_pareto_plot_with_head_counts_linear_as_nonzero(board, tmp_path):
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    points = {"linear": (0.0, 50.0), "bitfit": (0.1, 70.0), "worse": (0.2, 65.0), "lora": (0.3, 75.0),
-              "full": (85.0, 74.0)}
+    points = {
+        "linear": (0.0, 50.0),
+        "bitfit": (0.1, 70.0),
+        "worse": (0.2, 65.0),
+        "lora": (0.3, 75.0),
+        "full": (85.0, 74.0),
+    }
     assert pareto_front(points) == ["linear", "bitfit", "lora"]
 
 
@@ -147,5 +177,5 @@ def test_delta_heatmap_errors(board, tmp_path):
 
 
 def test_importing_report_and_plots_does_not_import_matplotlib():
-    code = "import sys, peftbench.report, peftbench.plots; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, peftbench.reports.leaderboard, peftbench.reports.plots; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

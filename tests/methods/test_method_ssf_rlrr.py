@@ -1,4 +1,5 @@
 """SSF and RLRR: their equations on one layer, exact trainable counts, RLRR's decay split, merging."""
+
 from __future__ import annotations
 
 import timm
@@ -7,10 +8,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
-from peftbench.methods._ssf_layers import SSFWrapper
+from peftbench.methods._scale_shift import SSFWrapper
 from peftbench.methods.rlrr import RLRR, RLRRLinear
 from peftbench.methods.ssf import SSF
-
 
 
 def adapted(method, model: nn.Module) -> nn.Module:

@@ -4,6 +4,7 @@ The head starts at zero, so outputs are compared as pre-logit features, and ever
 parameter (head included) is perturbed before the gradient, merge and save/load checks: with a
 zero head or a zero LoRA B every upstream gradient would be exactly zero.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,12 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 import peftbench
-from peftbench import backbone, registry
-from peftbench.build import method_of
+from peftbench import backbone
+from peftbench.api import method_of
 from peftbench.data import SplitData
 from peftbench.engine import train_and_evaluate, uses_fused_attention
 from peftbench.errors import PeftbenchError
+from peftbench.methods import _registry as registry
 from peftbench.settings import TrainConfig
 
 METHODS = sorted(registry.all_methods())
@@ -42,7 +44,14 @@ FORMULAS = {
 }
 # methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as
 # NOAH's code is written (its runs started from timm's re-initialisation of A and B, see lora_qkv.py)
-IDENTITY_AT_INIT = {"full": {}, "linear": {}, "bitfit": {}, "lora": {}, "lora_qkv": {"init": "as_written"}, "adaptformer": {}}
+IDENTITY_AT_INIT = {
+    "full": {},
+    "linear": {},
+    "bitfit": {},
+    "lora": {},
+    "lora_qkv": {"init": "as_written"},
+    "adaptformer": {},
+}
 
 
 def build(name: str, seed: int = 0, **options) -> VisionTransformer:
@@ -138,12 +147,18 @@ def test_saving_and_loading_only_trainable_parameters_restores_outputs(name: str
 @pytest.mark.parametrize("name", METHODS)
 def test_one_seed_gives_identical_results_twice(name: str):
     generator = torch.Generator().manual_seed(0)
-    data = SplitData(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=generator), torch.arange(16) % CLASSES)
+    data = SplitData(
+        torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=generator), torch.arange(16) % CLASSES
+    )
     cfg = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, log_every=1)
     results = []
     for _ in range(2):
         model = build(name, seed=7)
         method = method_of(model)
         merge = method.merge if method.mergeable else None
-        results.append(train_and_evaluate(model, method.no_weight_decay(model), data, data, cfg, torch.device("cpu"), 7, merge=merge))
+        results.append(
+            train_and_evaluate(
+                model, method.no_weight_decay(model), data, data, cfg, torch.device("cpu"), 7, merge=merge
+            )
+        )
     assert results[0].final_train_loss == results[1].final_train_loss and results[0].top1 == results[1].top1

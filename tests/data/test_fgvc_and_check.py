@@ -1,4 +1,5 @@
 """The FGVC JSON reader, path safety in both layouts, and `data check` on miniature trees of every task."""
+
 import json
 import re
 import shutil
@@ -6,13 +7,12 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from trees import FGVC, FGVC_IDS, FGVC_SIZES, VTAB, VTAB_SIZES, fitted_suite, write_fgvc_tree, write_vtab_tree
 
 from peftbench.data import fgvc
 from peftbench.data.check import MAX_NAMED_IMAGES, check_suite, render_table
 from peftbench.data.vtab import read_list
 from peftbench.errors import PeftbenchError
-
-from trees import FGVC, FGVC_IDS, FGVC_SIZES, VTAB, VTAB_SIZES, fitted_suite, write_fgvc_tree, write_vtab_tree
 
 FIT_VTAB = fitted_suite(VTAB, VTAB_SIZES)
 FIT_FGVC = fitted_suite(FGVC, FGVC_SIZES, num_classes=len(FGVC_IDS))
@@ -89,15 +89,20 @@ def test_missing_json_names_the_expected_path_and_layout(fgvc_root: Path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b'{"a.jpg": 1,\n "b.jpg" 2}', "train.json:2:10: invalid JSON (Expecting ':' delimiter)"),
-     (b"", "train.json:1:1: invalid JSON (Expecting value)"),
-     (b'{"a.jpg": 1}\xff', "train.json: byte 12: not UTF-8 text"),
-     (b'["a.jpg", 1]', "train.json: expected a JSON object {\"<image path>\": <integer class id>, ...}, got a JSON list"),
-     (b'{"a.jpg": 1, "b.jpg": "3"}', "train.json: key 'b.jpg': expected an integer class id, got \"3\""),
-     (b'{"a.jpg": 2.5}', "train.json: key 'a.jpg': expected an integer class id, got 2.5"),
-     (b'{"a.jpg": true}', "train.json: key 'a.jpg': expected an integer class id, got true"),
-     (b'{"a.jpg": null}', "train.json: key 'a.jpg': expected an integer class id, got null"),
-     (b"{}", "train.json: split file has no entries")],
+    [
+        (b'{"a.jpg": 1,\n "b.jpg" 2}', "train.json:2:10: invalid JSON (Expecting ':' delimiter)"),
+        (b"", "train.json:1:1: invalid JSON (Expecting value)"),
+        (b'{"a.jpg": 1}\xff', "train.json: byte 12: not UTF-8 text"),
+        (
+            b'["a.jpg", 1]',
+            'train.json: expected a JSON object {"<image path>": <integer class id>, ...}, got a JSON list',
+        ),
+        (b'{"a.jpg": 1, "b.jpg": "3"}', "train.json: key 'b.jpg': expected an integer class id, got \"3\""),
+        (b'{"a.jpg": 2.5}', "train.json: key 'a.jpg': expected an integer class id, got 2.5"),
+        (b'{"a.jpg": true}', "train.json: key 'a.jpg': expected an integer class id, got true"),
+        (b'{"a.jpg": null}', "train.json: key 'a.jpg': expected an integer class id, got null"),
+        (b"{}", "train.json: split file has no entries"),
+    ],
 )
 def test_bad_json_names_the_file_and_what_was_expected(fgvc_root: Path, content: bytes, message: str):
     path = fgvc_root / "CUB_200_2011" / "train.json"
@@ -110,7 +115,9 @@ def test_bad_json_names_the_file_and_what_was_expected(fgvc_root: Path, content:
 
 def test_more_class_ids_than_classes_is_an_error(fgvc_root: Path):
     task_dir = fgvc_root / "NABirds"
-    with raises(f"{task_dir}: the split files hold 4 distinct class ids (1..40); expected at most the task's 3 classes"):
+    with raises(
+        f"{task_dir}: the split files hold 4 distinct class ids (1..40); expected at most the task's 3 classes"
+    ):
         fgvc.read_split(task_dir, "images", "test", 3)
     assert fgvc.read_split(task_dir, "images", "test", 4)[1] == [0, 1, 2, 3, 0]
 
@@ -179,7 +186,9 @@ def test_the_published_sizes_only_warn(vtab_tree: Path, fgvc_root: Path):
     dogs = by_task(check_suite(FGVC, fgvc_root, deep=False))["StanfordDogs"]
     dogs_dir = fgvc_root / "StanfordDogs"
     assert f"{dogs_dir / 'trainval.json'}: 10 entries, expected 12000 for StanfordDogs" in dogs.warnings
-    assert dogs.warnings[0].startswith(f"{dogs_dir}: the split files hold 4 distinct class ids, fewer than the task's 120")
+    assert dogs.warnings[0].startswith(
+        f"{dogs_dir}: the split files hold 4 distinct class ids, fewer than the task's 120"
+    )
 
 
 def test_missing_task_folder_names_the_expected_path_and_aliases(vtab_tree: Path):
@@ -198,8 +207,10 @@ def test_missing_task_folder_names_the_expected_path_and_aliases(vtab_tree: Path
 def test_missing_list_file_and_json_are_errors_naming_the_path(vtab_tree: Path, fgvc_root: Path):
     (vtab_tree / "caltech101" / "val200.txt").unlink()
     caltech = by_task(check_suite(FIT_VTAB, vtab_tree, deep=False))["caltech101"]
-    assert caltech.errors == [f"missing list file {vtab_tree / 'caltech101' / 'val200.txt'}; expected the VTAB-1k layout "
-                              "<data-root>/<task>/{train800,val200,train800val200,test}.txt with lines '<image path> <label>'"]
+    assert caltech.errors == [
+        f"missing list file {vtab_tree / 'caltech101' / 'val200.txt'}; expected the VTAB-1k layout "
+        "<data-root>/<task>/{train800,val200,train800val200,test}.txt with lines '<image path> <label>'"
+    ]
     assert caltech.sizes == {"train800": 5, "train800val200": 9, "test": 6}
     (fgvc_root / "NABirds" / "test.json").unlink()
     (fgvc_root / "NABirds" / "val.json").write_text('{"x.jpg": 1')
@@ -223,7 +234,9 @@ def test_label_out_of_range_is_an_error_with_file_and_line(vtab_tree: Path):
 def test_too_many_fgvc_ids_is_an_error(fgvc_root: Path):
     reports = check_suite(fitted_suite(FGVC, FGVC_SIZES, num_classes=3), fgvc_root, deep=False)
     assert [r.errors for r in reports] == [
-        [f"{fgvc_root / t.name}: the split files hold 4 distinct class ids (1..40); expected at most the task's 3 classes"]
+        [
+            f"{fgvc_root / t.name}: the split files hold 4 distinct class ids (1..40); expected at most the task's 3 classes"
+        ]
         for t in FGVC.tasks
     ]
 
@@ -265,7 +278,9 @@ def test_table_has_a_row_per_task_with_sizes_classes_and_status(vtab_tree: Path,
     console = Console(width=200, record=True)
     console.print(render_table(check_suite(VTAB, vtab_tree, deep=False)))
     text = console.export_text()
-    assert re.search(r"cifar\s+│ cifar\s+│ 5/800\s+│ 4/200\s+│ 9/1000\s+│ 6/10000\s+│ 11/100 \(0\.\.99\)\s+│ warn", text)
+    assert re.search(
+        r"cifar\s+│ cifar\s+│ 5/800\s+│ 4/200\s+│ 9/1000\s+│ 6/10000\s+│ 11/100 \(0\.\.99\)\s+│ warn", text
+    )
     assert re.search(r"dtd\s+│ missing\s+│ -/800\s+│ -/200\s+│ -/1000\s+│ -/1880\s+│ 0/47\s+│ error", text)
     assert "bad images" not in text
     console.print(render_table(check_suite(FIT_FGVC, fgvc_root, deep=True)))
@@ -284,4 +299,6 @@ def test_escaping_paths_are_errors_in_data_check(vtab_tree: Path, fgvc_root: Pat
     path = fgvc_root / "OxfordFlowers" / "test.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "/etc/hosts": 1}))
     flowers = by_task(check_suite(FIT_FGVC, fgvc_root, deep=True))["OxfordFlowers"]
-    assert flowers.errors == [f"{path}: key '/etc/hosts': image path leaves the image folder; expected a path relative to it"]
+    assert flowers.errors == [
+        f"{path}: key '/etc/hosts': image path leaves the image folder; expected a path relative to it"
+    ]

@@ -1,6 +1,7 @@
 """VPT (shallow, deep), the NOAH Adapter-8 baseline and AdaptFormer: exact trainable counts on
 ViT-B/16 (built on the meta device) and each method's equation against a few-line computation by
 hand on vit_micro_patch4_32."""
+
 from __future__ import annotations
 
 import math
@@ -13,11 +14,11 @@ from timm.models.vision_transformer import ParallelScalingBlock, VisionTransform
 
 import peftbench
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
-from peftbench.build import method_of
+from peftbench.api import method_of
 from peftbench.errors import PeftbenchError
-from peftbench.methods.adapter import AdaptFormer, Adapter
+from peftbench.methods import get_method
+from peftbench.methods.adapter import Adapter, AdaptFormer
 from peftbench.methods.vpt import VPTDeep, VPTShallow, prompt_init_bound
-from peftbench.registry import get_method
 
 NAMES = ["vpt_shallow", "vpt_deep", "adapter", "adaptformer"]
 L = 10  # default prompt length
@@ -193,7 +194,9 @@ def test_adaptformer_block_output_adds_scaled_relu_bottleneck_of_the_residual_st
         adapter.up.bias.fill_(0.01)
         x = torch.randn(2, 65, 128, generator=torch.Generator().manual_seed(1))
         a = x + block.attn(block.norm1(x))
-        bottleneck = F.linear(torch.relu(F.linear(a, adapter.down.weight, adapter.down.bias)), adapter.up.weight, adapter.up.bias)
+        bottleneck = F.linear(
+            torch.relu(F.linear(a, adapter.down.weight, adapter.down.bias)), adapter.up.weight, adapter.up.bias
+        )
         expected = a + mlp(norm2(a)) + 0.1 * bottleneck
         torch.testing.assert_close(block(x), expected)
 

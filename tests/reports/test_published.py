@@ -1,4 +1,5 @@
 """Published reference rows (RLRR paper, Tables 1 and 2): loading, recomputed means, pairing rules, deltas."""
+
 import dataclasses
 import itertools
 import math
@@ -6,18 +7,36 @@ import math
 import pytest
 
 from peftbench.errors import PeftbenchError
-from peftbench.protocols import PROTOCOLS
-from peftbench.references import (BACKBONES, PublishedRow, deltas, means, pairing, published_rows,
-                                  recomputed_means)
-from peftbench.report import FLAT_MEAN, GROUP_MEAN, group_column
+from peftbench.reports.leaderboard import FLAT_MEAN, GROUP_MEAN, group_column
+from peftbench.reports.published import (
+    BACKBONES,
+    PublishedRow,
+    deltas,
+    means,
+    pairing,
+    published_rows,
+    recomputed_means,
+)
+from peftbench.spec import PROTOCOLS
 from peftbench.suites import get_suite
 
 VTAB = get_suite("vtab1k")
 FGVC = get_suite("fgvc")
 ORIG = "vit_base_patch16_224.orig_in21k"
 AUGREG = "vit_base_patch16_224.augreg_in21k"
-OUR_METHODS = ("full", "linear", "bitfit", "lora", "lora_qkv", "adapter", "adaptformer", "ssf", "rlrr",
-               "vpt_shallow", "vpt_deep")
+OUR_METHODS = (
+    "full",
+    "linear",
+    "bitfit",
+    "lora",
+    "lora_qkv",
+    "adapter",
+    "adaptformer",
+    "ssf",
+    "rlrr",
+    "vpt_shallow",
+    "vpt_deep",
+)
 
 
 def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
@@ -28,10 +47,13 @@ def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-@pytest.mark.parametrize("suite, methods", [
-    (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr"}),
-    (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
-])
+@pytest.mark.parametrize(
+    "suite, methods",
+    [
+        (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr"}),
+        (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
+    ],
+)
 def test_rows_load_with_every_task(suite, methods):
     rows = published_rows(suite)
     assert {r.method for r in rows} == methods
@@ -99,7 +121,8 @@ def test_backbone_must_match(model):
 def test_ssf_row_is_augreg():
     ssf = _row(VTAB, "ssf", "vit_b16_augreg_in21k")
     assert pairing(ssf, "ssf", ORIG, "best-test").reason == (
-        "backbone differs (published vit_b16_augreg_in21k, ours vit_base_patch16_224.orig_in21k)")
+        "backbone differs (published vit_b16_augreg_in21k, ours vit_base_patch16_224.orig_in21k)"
+    )
     assert pairing(ssf, "ssf", AUGREG, "best-test").comparable
 
 
@@ -118,15 +141,23 @@ def test_published_adapter_is_vpts_adapter():
     assert not p.comparable
     assert p.reason == "published Adapter row is VPT's adapter (0.27 M), not adapter (NOAH's Adapter-8)"
     assert pairing(_row(FGVC, "adapter"), "adapter", ORIG, "tune").reason == (
-        "published Adapter row is VPT's adapter (0.41 M), not adapter (NOAH's Adapter-8)")
+        "published Adapter row is VPT's adapter (0.41 M), not adapter (NOAH's Adapter-8)"
+    )
     assert pairing(adapter, "adaptformer", ORIG, "tune").reason == (
-        "method differs (published adapter, ours adaptformer)")
+        "method differs (published adapter, ours adaptformer)"
+    )
 
 
-@pytest.mark.parametrize("method, ours, published", [
-    ("rlrr", "tune", "best-over-test"), ("rlrr", "default", "best-over-test"), ("lora", "paper", "best-over-test"),
-    ("vpt_deep", "best-test", "tune"), ("full", "default", "tune"),
-])
+@pytest.mark.parametrize(
+    "method, ours, published",
+    [
+        ("rlrr", "tune", "best-over-test"),
+        ("rlrr", "default", "best-over-test"),
+        ("lora", "paper", "best-over-test"),
+        ("vpt_deep", "best-test", "tune"),
+        ("full", "default", "tune"),
+    ],
+)
 def test_protocol_must_match(method, ours, published):
     p = pairing(_row(VTAB, method), "lora_qkv" if method == "lora" else method, ORIG, ours)
     assert not p.comparable and p.reason == f"protocol differs (published {published}, ours {ours})"

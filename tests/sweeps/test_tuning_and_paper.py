@@ -1,4 +1,5 @@
 """Protocol building blocks: grids, the tune choice, seeds, published settings, drop path."""
+
 import pytest
 import torch
 from timm.layers import DropPath
@@ -6,11 +7,11 @@ from torch import nn
 
 from peftbench.backbone import create_backbone, set_drop_path
 from peftbench.errors import PeftbenchError
-from peftbench.paper import published
-from peftbench.protocols import seeds_from
-from peftbench.registry import get_method
+from peftbench.methods import get_method
 from peftbench.suites import get_suite
-from peftbench.tuning import choose, grid_points, method_grid, parse_grid, trial_settings
+from peftbench.sweeps.paper_settings import published
+from peftbench.sweeps.protocols import seeds_from
+from peftbench.sweeps.tuning import choose, grid_points, method_grid, parse_grid, trial_values
 
 VTAB, FGVC, DEMO = get_suite("vtab"), get_suite("fgvc"), get_suite("demo")
 
@@ -23,8 +24,13 @@ def _trial(lr: float, wd: float, val: float | None) -> dict:
 
 
 def test_choice_is_the_best_val_score_ties_to_the_smaller_lr_failures_ignored():
-    trials = [_trial(0.1, 0, 71.0), _trial(0.01, 0, 74.5), _trial(1.0, 0, None), _trial(0.001, 1e-4, 74.5),
-              _trial(0.05, 0, 60.0)]
+    trials = [
+        _trial(0.1, 0, 71.0),
+        _trial(0.01, 0, 74.5),
+        _trial(1.0, 0, None),
+        _trial(0.001, 1e-4, 74.5),
+        _trial(0.05, 0, 60.0),
+    ]
     assert choose(trials)["point"] == {"lr": 0.001, "weight_decay": 1e-4}
     assert choose(trials[:3])["point"]["lr"] == 0.01
     with pytest.raises(PeftbenchError, match="every tune trial failed.*nan"):
@@ -35,8 +41,12 @@ def test_grid_parsing_and_order():
     grid = parse_grid(["lr=1e-3,5e-3", "weight_decay=0,1e-4"])
     assert grid == {"lr": ["1e-3", "5e-3"], "weight_decay": ["0", "1e-4"]}
     typed = method_grid(get_method("lora"), VTAB, {"lr": 1e-3}, grid)
-    assert grid_points(typed) == [{"lr": 1e-3, "weight_decay": 0.0}, {"lr": 1e-3, "weight_decay": 1e-4},
-                                  {"lr": 5e-3, "weight_decay": 0.0}, {"lr": 5e-3, "weight_decay": 1e-4}]
+    assert grid_points(typed) == [
+        {"lr": 1e-3, "weight_decay": 0.0},
+        {"lr": 1e-3, "weight_decay": 1e-4},
+        {"lr": 5e-3, "weight_decay": 0.0},
+        {"lr": 5e-3, "weight_decay": 1e-4},
+    ]
     for bad in (["lr"], ["lr=1e-3,"], ["lr=1,2", "lr=3"]):
         with pytest.raises(PeftbenchError, match="--grid"):
             parse_grid(bad)
@@ -47,8 +57,10 @@ def test_vpt_tunes_over_its_own_grid_with_lr_per_256_images():
     grid = method_grid(vpt, VTAB, {"lr": 0.25, "batch_size": 64}, {})
     points = grid_points(grid)
     assert len(points) == 40 and points[0] == {"lr": 50.0, "weight_decay": 0.01}
-    assert trial_settings(vpt, {"lr": 0.25, "batch_size": 64, "weight_decay": 1e-3}, points[0], per_256=True) == {
-        "lr": 12.5, "batch_size": 64, "weight_decay": 0.01}
+    assert trial_values({"lr": 0.25, "batch_size": 64, "weight_decay": 1e-3}, points[0], per_256=True) == {
+        "lr": 12.5,
+        "weight_decay": 0.01,
+    }
     demo = method_grid(get_method("lora"), DEMO, {"lr": 1e-3}, {})  # the demo suite's small relative grid
     assert demo["lr"] == pytest.approx([3e-4, 1e-3, 3e-3])
 
@@ -65,7 +77,11 @@ def test_seeds_are_vpts_first_n_or_the_given_ones():
 
 def test_rlrr_published_settings_per_task_with_its_recipe():
     cifar = published("rlrr", VTAB, VTAB.task("cifar"))
-    assert {k: cifar.settings[k] for k in ("lr", "weight_decay", "drop_path")} == {"lr": "3e-3", "weight_decay": "5e-5", "drop_path": "0.1"}
+    assert {k: cifar.settings[k] for k in ("lr", "weight_decay", "drop_path")} == {
+        "lr": "3e-3",
+        "weight_decay": "5e-5",
+        "drop_path": "0.1",
+    }
     assert cifar.settings["batch_size"] == 32 and cifar.settings["cooldown_epochs"] == 10
     assert cifar.settings["drop_path_mode"] == "dropout" and cifar.recipe == "vtab-resize-half"
     assert published("rlrr", VTAB, VTAB.task("dtd")).recipe == "vtab-resize-hflip-half"  # hflip column: yes
@@ -82,12 +98,15 @@ def test_ssf_and_noah_published_settings():
     assert lora.settings["lr"] == 1e-3 and lora.settings["drop_path"] == 0.1 and lora.recipe == "vtab-resize-imagenet"
 
 
-@pytest.mark.parametrize("method, suite, message", [
-    ("vpt_deep", VTAB, "no fixed published settings.*--protocol tune"),
-    ("full", VTAB, "no fixed published settings"),
-    ("rlrr", DEMO, "not for suite 'demo'"),
-    ("ssf", FGVC, "EMA weights, mixup"),
-])
+@pytest.mark.parametrize(
+    "method, suite, message",
+    [
+        ("vpt_deep", VTAB, "no fixed published settings.*--protocol tune"),
+        ("full", VTAB, "no fixed published settings"),
+        ("rlrr", DEMO, "not for suite 'demo'"),
+        ("ssf", FGVC, "EMA weights, mixup"),
+    ],
+)
 def test_methods_without_published_settings_are_refused(method, suite, message):
     with pytest.raises(PeftbenchError, match=message):
         published(method, suite, suite.tasks[0])

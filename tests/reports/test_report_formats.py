@@ -1,17 +1,19 @@
 """Every report format rendered from a fixed set of records, compared with golden files.
 
-Regenerate after an intended change with `PEFTBENCH_REGENERATE_GOLDEN=1 python -m pytest tests/test_report_formats.py`
+Regenerate after an intended change with `PEFTBENCH_REGENERATE_GOLDEN=1 python -m pytest tests/reports/test_report_formats.py`
 and review the diff.
 """
+
 import json
 import os
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-
 import pytest
+from record_factory import as_records, runs_frame_of
 
-from peftbench.report import build_leaderboard, render, runs_frame
+from peftbench.reports.leaderboard import build_leaderboard
+from peftbench.reports.render import render
 from peftbench.suites import get_suite
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -27,28 +29,60 @@ def _record(method: str, task: str, seed: int, top1: float) -> dict:
     classes = DEMO.task(task).num_classes
     head = 128 * classes + classes
     return {
-        "schema": 1, "status": "ok", "key": f"{method}{task}{seed}", "kind": "final",
-        "spec": {"suite": "demo", "task": task, "method": method, "model": "vit_micro_patch4_32", "weights": "d0245088c80977c2" * 4,
-                 "seed": seed, "settings": {"lr": 1e-3}, "protocol": "tune", "train_split": "train800val200",
-                 "eval_split": "test", "recipe": "vtab-resize"},
+        "schema": 1,
+        "status": "ok",
+        "key": f"{method}{task}{seed}",
+        "kind": "final",
+        "spec": {
+            "suite": "demo",
+            "task": task,
+            "method": method,
+            "model": "vit_micro_patch4_32",
+            "weights": "d0245088c80977c2" * 4,
+            "seed": seed,
+            "settings": {"lr": 1e-3},
+            "protocol": "tune",
+            "train_split": "train800val200",
+            "eval_split": "test",
+            "recipe": "vtab-resize",
+        },
         "finished_at": "2026-11-26T00:00:00+00:00",
         "metrics": {"test_top1": top1},
         "params": {"trainable": TRAINABLE[method] + head, "trainable_without_head": TRAINABLE[method]},
-        "timing": {"train_seconds": 20.0 if method == "lora" else 1.5, "train_images_per_second": 500.0, "eval_seconds": 0.25},
-        "memory": {"peak_mb": 900.0}, "evaluated_merged": method == "lora", "used_cached_features": method == "linear",
-        "data": {"eval_size": 500, "fingerprints": {"test": {"sha256": f"{task}-test-digest"},
-                                                    "train800val200": {"sha256": f"{task}-train-digest"}}},
-        "device": "cpu (x86_64, 2 threads)", "versions": {"peftbench": "0.1.0"}, "git_commit": "0123456789abcdef",
+        "timing": {
+            "train_seconds": 20.0 if method == "lora" else 1.5,
+            "train_images_per_second": 500.0,
+            "eval_seconds": 0.25,
+        },
+        "memory": {"peak_mb": 900.0},
+        "evaluated_merged": method == "lora",
+        "used_cached_features": method == "linear",
+        "data": {
+            "eval_size": 500,
+            "fingerprints": {
+                "test": {"sha256": f"{task}-test-digest"},
+                "train800val200": {"sha256": f"{task}-train-digest"},
+            },
+        },
+        "device": "cpu (x86_64, 2 threads)",
+        "versions": {"peftbench": "0.1.0"},
+        "git_commit": "0123456789abcdef",
     }
 
 
 def _board():
-    records = [_record(method, task, seed, value) for method, tasks in TOP1.items() for task, values in tasks.items()
-               for seed, value in zip((42, 44), values)]
-    return build_leaderboard(runs_frame(records), DEMO)
+    records = [
+        _record(method, task, seed, value)
+        for method, tasks in TOP1.items()
+        for task, values in tasks.items()
+        for seed, value in zip((42, 44), values)
+    ]
+    return build_leaderboard(runs_frame_of(records), DEMO)
 
 
-@pytest.mark.parametrize("fmt, suffix", [("md", "md"), ("csv", "csv"), ("json", "json"), ("latex", "tex"), ("html", "html")])
+@pytest.mark.parametrize(
+    "fmt, suffix", [("md", "md"), ("csv", "csv"), ("json", "json"), ("latex", "tex"), ("html", "html")]
+)
 def test_each_format_matches_its_golden_file(fmt: str, suffix: str):
     text = render(_board(), fmt)
     golden = GOLDEN / f"demo_leaderboard.{suffix}"
@@ -60,11 +94,17 @@ def test_each_format_matches_its_golden_file(fmt: str, suffix: str):
 def test_best_values_are_bold_and_the_latex_has_booktabs_and_group_headers():
     board = _board()
     markdown = render(board, "md")
-    lora = next(l for l in markdown.splitlines() if l.startswith("| lora"))
-    linear = next(l for l in markdown.splitlines() if l.startswith("| linear"))
+    lora = next(line for line in markdown.splitlines() if line.startswith("| lora"))
+    linear = next(line for line in markdown.splitlines() if line.startswith("| linear"))
     assert "**82.0 ± 2.8**" in lora and "**95.4 ± 0.0**" in linear  # textures best: lora; landcover: linear
     latex = render(board, "latex")
-    for piece in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{2}{c}{Structured}", r"\textbf{82.0 $\pm$ 2.8}"):
+    for piece in (
+        r"\toprule",
+        r"\midrule",
+        r"\bottomrule",
+        r"\multicolumn{2}{c}{Structured}",
+        r"\textbf{82.0 $\pm$ 2.8}",
+    ):
         assert piece in latex
     assert "_" not in latex.replace(r"\_", "").split(r"\begin{tabular}")[1].split(r"\end{tabular}")[0]
 
@@ -74,7 +114,7 @@ def test_html_is_well_formed_and_json_carries_spread_efficiency_and_provenance()
     ElementTree.fromstring(render(board, "html"))  # one well-formed element
     payload = json.loads(render(board, "json"))
     lora = next(r for r in payload["rows"] if r["Method"] == "lora")
-    assert lora["count std"] == pytest.approx(50 ** 0.5)
+    assert lora["count std"] == pytest.approx(50**0.5)
     efficiency = {r["Method"]: r for r in payload["efficiency"]}
     assert efficiency["lora"]["Inference images/s"] == 2000.0 and efficiency["linear"]["Inference images/s"] is None
     assert efficiency["lora"]["Train time (min, all tasks)"] == pytest.approx(80 / 60)
@@ -82,8 +122,27 @@ def test_html_is_well_formed_and_json_carries_spread_efficiency_and_provenance()
 
 
 VTAB = get_suite("vtab")
-RLRR_PUBLISHED = [75.6, 92.4, 72.9, 99.3, 91.5, 89.8, 57.0, 86.8, 95.2, 85.3, 75.9,
-                  79.7, 64.2, 53.9, 82.1, 83.9, 53.7, 33.4, 43.6]
+RLRR_PUBLISHED = [
+    75.6,
+    92.4,
+    72.9,
+    99.3,
+    91.5,
+    89.8,
+    57.0,
+    86.8,
+    95.2,
+    85.3,
+    75.9,
+    79.7,
+    64.2,
+    53.9,
+    82.1,
+    83.9,
+    53.7,
+    33.4,
+    43.6,
+]
 
 
 def _vtab_record(method: str, task: str, top1: float, protocol: str, model: str) -> dict:
@@ -94,12 +153,12 @@ def _vtab_record(method: str, task: str, top1: float, protocol: str, model: str)
 
 
 def test_reference_paper_adds_published_rows_and_deltas_only_like_with_like():
-    from peftbench.references import with_published
+    from peftbench.reports.published import with_published
 
     model = "vit_base_patch16_224.orig_in21k"
     records = [_vtab_record("rlrr", t.name, v + 0.5, "best-test", model) for t, v in zip(VTAB.tasks, RLRR_PUBLISHED)]
     records += [_vtab_record("lora", t.name, 70.0, "best-test", model) for t in VTAB.tasks]
-    board = with_published(build_leaderboard(runs_frame(records), VTAB))
+    board = with_published(build_leaderboard(runs_frame_of(records), VTAB))
     published = board.table.loc["rlrr (published, vit_b16_in21k, best-test)"]
     assert round(published["Mean (flat)"], 2) == 74.54 and round(published["Mean of group means"], 2) == 76.75
     delta = board.table.loc["Δ rlrr − published"]
@@ -122,10 +181,25 @@ def test_report_command_writes_latex_and_plots_from_stored_records(tmp_path: Pat
     for method, tasks in TOP1.items():
         for task, values in tasks.items():
             for seed, value in zip((42, 44), values):
-                store.put(_record(method, task, seed, value))
-    result = CliRunner().invoke(app, ["report", "--suite", "demo", "--results", str(store.root), "--format", "latex",
-                                      "--plot", str(tmp_path / "pareto.png"), "--heatmap", str(tmp_path / "d.svg"),
-                                      "--baseline", "linear"])
+                store.put(*as_records([_record(method, task, seed, value)]))
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--suite",
+            "demo",
+            "--results",
+            str(store.root),
+            "--format",
+            "latex",
+            "--plot",
+            str(tmp_path / "pareto.png"),
+            "--heatmap",
+            str(tmp_path / "d.svg"),
+            "--baseline",
+            "linear",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == (GOLDEN / "demo_leaderboard.tex").read_text()
     with Image.open(tmp_path / "pareto.png") as image:

@@ -1,4 +1,5 @@
 """Generated demo tasks (VTAB-1k layout) and the upstream multi-attribute scenes."""
+
 from __future__ import annotations
 
 import re
@@ -32,7 +33,11 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
 
 def test_demo_task_names_and_classes():
     assert {name: t.num_classes for name, t in DEMO_TASKS.items()} == {
-        "textures": 6, "landcover": 5, "count": 6, "position": 5}
+        "textures": 6,
+        "landcover": 5,
+        "count": 6,
+        "position": 5,
+    }
 
 
 @pytest.mark.parametrize("name", list(DEMO_TASKS))
@@ -55,8 +60,7 @@ def test_layout_and_list_files(tmp_path, name):
     for split, size in SIZES.items():
         rows = lists[f"{split}.txt"]
         assert [path for path, _ in rows] == [f"images/{split}/{i:06d}.png" for i in range(size)]
-        assert sorted(p.name for p in (tmp_path / "images" / split).iterdir()) == [
-            f"{i:06d}.png" for i in range(size)]
+        assert sorted(p.name for p in (tmp_path / "images" / split).iterdir()) == [f"{i:06d}.png" for i in range(size)]
         assert all(0 <= label < DEMO_TASKS[name].num_classes for _, label in rows)
     with Image.open(tmp_path / lists["test.txt"][0][0]) as image:
         assert (image.size, image.mode) == ((32, 32), "RGB")

@@ -1,19 +1,19 @@
 """Loader + cache + device batches: decoded once, rebuilt on change, equal to the direct PIL path."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_vtab_task
 from PIL import Image
+from trees import write_fgvc_tree
 
 from peftbench.data import load_split
 from peftbench.data.batches import BatchMaker
 from peftbench.data.images import shorter_side_size
 from peftbench.data.recipes import RECIPES
 from peftbench.suites import get_suite
-
-from conftest import write_vtab_task
-from trees import write_fgvc_tree
 
 VTAB, FGVC = get_suite("vtab"), get_suite("fgvc")
 CPU = torch.device("cpu")
@@ -26,7 +26,10 @@ def pil_inputs(paths: list[Path], size: tuple[int, int]) -> torch.Tensor:
 
 def test_second_load_decodes_nothing_and_a_changed_list_rebuilds(tmp_path: Path):
     write_vtab_task(tmp_path / "data", "dtd", image_size=16)
-    load = lambda: load_split(VTAB, VTAB.task("dtd"), "test", tmp_path / "data", 32, RECIPES["vtab-resize"], tmp_path / "c")
+
+    def load():
+        return load_split(VTAB, VTAB.task("dtd"), "test", tmp_path / "data", 32, RECIPES["vtab-resize"], tmp_path / "c")
+
     first, second = load(), load()
     assert first.built and not second.built
     assert first.images.shape[-2:] == (16, 16)  # one native size smaller than the input: kept native
@@ -39,9 +42,14 @@ def test_second_load_decodes_nothing_and_a_changed_list_rebuilds(tmp_path: Path)
 
 def test_a_truncated_cache_file_is_rebuilt_not_used(tmp_path: Path):
     write_vtab_task(tmp_path / "data", "dtd", image_size=16)
-    load = lambda: load_split(VTAB, VTAB.task("dtd"), "test", tmp_path / "data", 32, RECIPES["vtab-resize"], tmp_path / "c")
+
+    def load():
+        return load_split(VTAB, VTAB.task("dtd"), "test", tmp_path / "data", 32, RECIPES["vtab-resize"], tmp_path / "c")
+
     original = load().images.clone()  # (a mapped file must not be read after it shrinks: SIGBUS)
-    data_file = next(p for p in (tmp_path / "c").glob("splits/*/*") if p.name != "meta.json" and p.stat().st_size > 1000)
+    data_file = next(
+        p for p in (tmp_path / "c").glob("splits/*/*") if p.name != "meta.json" and p.stat().st_size > 1000
+    )
     with data_file.open("r+b") as handle:
         handle.truncate(data_file.stat().st_size // 2)
     with pytest.warns(UserWarning, match="rebuilding cache entry"):

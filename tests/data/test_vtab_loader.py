@@ -1,16 +1,16 @@
 """The VTAB-1k list-file loader on trees in the real on-disk format."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_vtab_task
 
 from peftbench.data import load_split
 from peftbench.data.recipes import RECIPES
 from peftbench.data.vtab import read_list
 from peftbench.errors import PeftbenchError
 from peftbench.suites import get_suite
-
-from conftest import write_vtab_task
 
 VTAB = get_suite("vtab")
 RESIZE = RECIPES["vtab-resize"]
@@ -54,10 +54,12 @@ def test_paths_may_contain_spaces(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "line, message",
-    [("images/a.jpg", "test.txt:2: expected '<image path> <integer label>'"),
-     ("images/a.jpg x7", "test.txt:2: expected '<image path> <integer label>'"),
-     ("images/a.jpg 10", "test.txt:2: label 10 outside 0..9"),
-     ("images/a.jpg -1", "test.txt:2: label -1 outside 0..9")],
+    [
+        ("images/a.jpg", "test.txt:2: expected '<image path> <integer label>'"),
+        ("images/a.jpg x7", "test.txt:2: expected '<image path> <integer label>'"),
+        ("images/a.jpg 10", "test.txt:2: label 10 outside 0..9"),
+        ("images/a.jpg -1", "test.txt:2: label -1 outside 0..9"),
+    ],
 )
 def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str):
     list_file = tmp_path / "test.txt"
