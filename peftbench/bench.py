@@ -33,7 +33,7 @@ from .errors import PeftbenchError
 from .methods import get_method
 from .params import count_parameters
 from .settings import TrainConfig, check_keys, parse_assignments
-from .suites import Suite
+from .suites import Suite, get_suite
 
 RECIPE = RECIPES["vtab-resize"]
 BARRIER_SECONDS = 600
@@ -209,6 +209,12 @@ def packed_arguments(names: list[str], assignments: list[str], setup: BenchSetup
         ]
         + (["--compile"] if setup.compile else [])
     )
+
+
+def estimate_for(suite: str | None, epochs: int | None) -> tuple[Suite | None, int]:
+    """The suite whose time `--suite` estimates, and the epochs of the estimate (default: the suite's)."""
+    chosen = get_suite(suite) if suite else None
+    return chosen, epochs or (chosen.defaults.get("epochs", 100) if chosen else 0)
 
 
 def parse_barrier(text: str | None) -> tuple[str, int] | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -49,103 +52,113 @@ DATA_ROOT_HELP = "Folder holding the suite's task folders [env: PEFTBENCH_DATA; 
 SET_HELP = "Override a setting or method option: key=value (repeatable), e.g. lr=1e-3 or rank=4."
 
 
-@app.command()
-def run(
-    method: list[str] = typer.Option(..., "--method", "-m", help="Method name (repeatable), or 'all'."),
-    suite: str = typer.Option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc."),
-    task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Only these tasks (repeatable); default: all."),
-    protocol: str = typer.Option(
+def cli_option(default: Any, *names: str, help: str) -> Any:
+    """A dataclass field that `grouped_options` turns into a Typer option."""
+    return dataclasses.field(metadata={"option": typer.Option(default, *names, help=help)})
+
+
+def grouped_options(*groups: type) -> Callable:
+    """Expose the fields of the dataclasses `groups` as one command's options; the command receives
+    one instance of each group, in order."""
+
+    def decorate(command: Callable) -> Callable:
+        fields = [(group, f, get_type_hints(group)[f.name]) for group in groups for f in dataclasses.fields(group)]
+        parameters = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.metadata["option"], annotation=kind)
+            for _, f, kind in fields
+        ]
+
+        @functools.wraps(command)
+        def parsed(**values: Any) -> Any:
+            return command(*(group(**{f.name: values[f.name] for f in dataclasses.fields(group)}) for group in groups))
+
+        parsed.__signature__ = inspect.Signature(parameters)
+        parsed.__annotations__ = {p.name: p.annotation for p in parameters}
+        return parsed
+
+    return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What `peftbench run` runs: the arguments of `RunRequest.from_options`."""
+
+    methods: list[str] = cli_option(..., "--method", "-m", help="Method name (repeatable), or 'all'.")
+    suite: str = cli_option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc.")
+    tasks: Optional[list[str]] = cli_option(None, "--task", "-t", help="Only these tasks (repeatable); default: all.")
+    protocol: str = cli_option(
         "default", "--protocol", "-p", help="default | paper | tune | best-test (see README: Protocols)."
-    ),
-    grid: Optional[list[str]] = typer.Option(
+    )
+    grid: Optional[list[str]] = cli_option(
         None,
         "--grid",
         help="tune: values of one setting, e.g. lr=1e-3,5e-3 (repeatable); default: the method's or suite's grid.",
-    ),
-    model: Optional[str] = typer.Option(None, help="timm ViT name; default: the suite's backbone."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint to start from (.npz, .safetensors, .pth)."),
-    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Start from random initialisation."),
-    data_root: Path = typer.Option(_data_root_default, help=DATA_ROOT_HELP),
-    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed (repeatable); default 42."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="The first N of VPT's seeds 42, 44, 82, 100, 800."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the suite's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default: the suite's)."),
-    eval_every: int = typer.Option(1, help="best-test only: evaluate the test split every k epochs."),
-    device: Device = typer.Option(Device.auto, help="Where to train."),
-    out: Path = typer.Option(DEFAULT_RESULTS, help="Results folder for the records."),
-    cache_dir: Optional[Path] = typer.Option(
-        None, help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."
-    ),
-    recipe: Optional[str] = typer.Option(
-        None, help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one."
-    ),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun units whose record says failed."),
-    force: bool = typer.Option(False, help="Rerun every unit, finished or not."),
-    launcher: Launcher = typer.Option(Launcher.local, help="local: this machine; slurm: a job array through submitit."),
-    workers: int = typer.Option(1, help="local: worker processes sharing the CPU; slurm: array tasks."),
-    gpus: Optional[str] = typer.Option(None, help="local: one worker per listed GPU, e.g. 0,1,2,3."),
-    runs_per_gpu: int = typer.Option(
-        1, help="Worker processes packed on each GPU (small runs do not fill one); local and slurm."
-    ),
-    compile: bool = typer.Option(
+    )
+    model: Optional[str] = cli_option(None, "--model", help="timm ViT name; default: the suite's backbone.")
+    weights: Optional[Path] = cli_option(None, "--weights", help="Checkpoint to start from (.npz, .safetensors, .pth).")
+    no_pretrained: bool = cli_option(False, "--no-pretrained", help="Start from random initialisation.")
+    data_root: Path = cli_option(_data_root_default, "--data-root", help=DATA_ROOT_HELP)
+    seed: Optional[list[int]] = cli_option(None, "--seed", help="Seed (repeatable); default 42.")
+    seeds: Optional[int] = cli_option(None, "--seeds", help="The first N of VPT's seeds 42, 44, 82, 100, 800.")
+    epochs: Optional[int] = cli_option(None, "--epochs", help="Training epochs (default: the suite's).")
+    batch_size: Optional[int] = cli_option(None, "--batch-size", help="Training batch size (default: the suite's).")
+    eval_every: int = cli_option(1, "--eval-every", help="best-test only: evaluate the test split every k epochs.")
+    assignments: Optional[list[str]] = cli_option(None, "--set", help=SET_HELP)
+    recipe: Optional[str] = cli_option(
+        None,
+        "--recipe",
+        help="Preprocessing recipe (see `peftbench list recipes`); default: the suite's or the published one.",
+    )
+    device: Device = cli_option(Device.auto, "--device", help="Where to train.")
+    cache_dir: Optional[Path] = cli_option(
+        None, "--cache-dir", help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."
+    )
+    retry_failed: bool = cli_option(False, "--retry-failed", help="Rerun units whose record says failed.")
+    force: bool = cli_option(False, "--force", help="Rerun every unit, finished or not.")
+    compile: bool = cli_option(
         False, "--compile", help="torch.compile the training forward (pays off on long GPU runs)."
-    ),
-    partition: Optional[str] = typer.Option(None, help="slurm: partition."),
-    time: int = typer.Option(24 * 60, "--time", help="slurm: time limit per array task, minutes."),
-    gpus_per_node: int = typer.Option(1, help="slurm: GPUs per array task."),
-    array_parallelism: int = typer.Option(64, help="slurm: array tasks running at once."),
-    wait: bool = typer.Option(False, help="slurm: wait for the array to finish."),
-) -> None:
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """Where `peftbench run` writes and where its units run: the arguments of `launcher_from_options`."""
+
+    out: Path = cli_option(DEFAULT_RESULTS, "--out", help="Results folder for the records.")
+    launcher: Launcher = cli_option(
+        Launcher.local, "--launcher", help="local: this machine; slurm: a job array through submitit."
+    )
+    workers: int = cli_option(1, "--workers", help="local: worker processes sharing the CPU; slurm: array tasks.")
+    gpus: Optional[str] = cli_option(None, "--gpus", help="local: one worker per listed GPU, e.g. 0,1,2,3.")
+    runs_per_gpu: int = cli_option(
+        1, "--runs-per-gpu", help="Worker processes packed on each GPU (small runs do not fill one); local and slurm."
+    )
+    partition: Optional[str] = cli_option(None, "--partition", help="slurm: partition.")
+    time: int = cli_option(24 * 60, "--time", help="slurm: time limit per array task, minutes.")
+    gpus_per_node: int = cli_option(1, "--gpus-per-node", help="slurm: GPUs per array task.")
+    array_parallelism: int = cli_option(64, "--array-parallelism", help="slurm: array tasks running at once.")
+    wait: bool = cli_option(False, "--wait", help="slurm: wait for the array to finish.")
+
+
+@app.command()
+@grouped_options(RunOptions, LaunchOptions)
+def run(what: RunOptions, where: LaunchOptions) -> None:
     """Train and evaluate methods on a suite's tasks under a protocol; one record per unit under --out.
 
     A rerun of the same command skips finished units and resumes the rest."""
     from .store import Store
-    from .sweeps.launch import Slurm, execute, local_launcher
+    from .sweeps.launch import execute, launcher_from_options
     from .sweeps.progress import RichSweepProgress
     from .sweeps.request import RunRequest
 
     try:
-        request = RunRequest.from_options(
-            method,
-            suite,
-            data_root,
-            task,
-            protocol,
-            grid,
-            model,
-            weights,
-            no_pretrained,
-            seed,
-            seeds,
-            epochs,
-            batch_size,
-            eval_every,
-            set_,
-            recipe,
-            device=device.value,
-            force=force,
-            cache_dir=cache_dir,
-            retry_failed=retry_failed,
-            compile=compile,
-        )
-        if launcher is Launcher.slurm:
-            how = Slurm(
-                workers,
-                partition,
-                time,
-                gpus_per_node,
-                array_parallelism,
-                runs_per_gpu,
-                wait,
-                cluster=os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER"),
-            )
-        else:
-            how = local_launcher(workers, gpus, runs_per_gpu, RichSweepProgress)
-        outcome = execute(request, Store(out), how)
+        request = RunRequest.from_options(**{**vars(what), "device": what.device.value})
+        launch = {k: v for k, v in vars(where).items() if k != "out"}
+        launcher = launcher_from_options(**{**launch, "launcher": where.launcher.value}, listener=RichSweepProgress)
+        outcome = execute(request, Store(where.out), launcher)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
-    _print_outcome(outcome, out)
+    _print_outcome(outcome, where.out)
 
 
 def _print_outcome(outcome, out: Path) -> None:
@@ -283,12 +296,10 @@ def bench(
     from . import bench as bench_lib
     from .engine import resolve_device
     from .methods import resolve_method_names
-    from .suites import get_suite
 
     try:
         names = resolve_method_names(method or ["linear", "lora", "ssf", "rlrr"])
-        chosen = get_suite(suite) if suite else None
-        estimate_epochs = epochs or (chosen.defaults.get("epochs", 100) if chosen else 0)
+        chosen, estimate_epochs = bench_lib.estimate_for(suite, epochs)
         setup = bench_lib.BenchSetup(
             model,
             batch_size,

@@ -240,3 +240,27 @@ def test_list_shows_methods_suites_and_tasks():
 def test_every_command_has_help(command: list[str]):
     result = invoke(*command, "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_describe_shows_the_paper_options_with_help_trainable_count_and_merge():
+    result = invoke("describe", "lora")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert text.startswith("# lora: LoRA (Hu et al. 2022)") and "Equation (Eq. 3)" in text
+    assert "rank (int, default 8): r, the rank of each low-rank update" in text
+    assert "dropout (float, default 0.0): dropout on the input of the low-rank branch" in text
+    assert "Trainable on vit_base_patch16_224 without the head: 294,912" in text  # 12 blocks x 2 x 8 x (768 + 768)
+    assert "Merge: folds into a plain timm ViT" in text
+    vpt = invoke("describe", "vpt_deep", "--model", "vit_micro_patch4_32").stdout
+    assert "prompt_dropout (float, default 0.1)" in vpt and "Merge: no; evaluated unmerged" in vpt
+    assert_one_line_error(invoke("describe", "lora9"), "unknown method 'lora9'", "valid methods:", code=2)
+
+
+def test_every_method_option_has_help_text_and_list_shows_the_options():
+    from peftbench.methods import all_methods
+
+    for name, cls in all_methods().items():
+        for option, _, _, help_text in cls.describe_options():
+            assert help_text, f"{name}.{option} has no help text"
+    listed = invoke("list", "methods")
+    assert listed.exit_code == 0 and "prompt_len" in listed.stdout and "rank" in listed.stdout

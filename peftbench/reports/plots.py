@@ -11,7 +11,7 @@
   and labelled by suite group, then the flat mean; blue better, red worse, on a colour scale symmetric
   about 0; a cell without a number on either side is left grey and blank.
 
-Matplotlib is imported inside the functions (so importing this module, or peftbench.report, stays
+Matplotlib is imported inside the functions (so importing this module, or peftbench.reports, stays
 cheap) and only through its object-oriented `Figure` API, which renders with Agg without pyplot:
 nothing needs a display and no global backend is switched. SVG keeps text as <text> elements.
 """

@@ -109,6 +109,25 @@ class Slurm(Launcher):
         return dataclasses.replace(outcome_of(session, units, store), submission=submission)
 
 
+def launcher_from_options(
+    launcher: str = "local",
+    workers: int = 1,
+    gpus: str | None = None,
+    runs_per_gpu: int = 1,
+    partition: str | None = None,
+    time: int = 24 * 60,
+    gpus_per_node: int = 1,
+    array_parallelism: int = 64,
+    wait: bool = False,
+    listener: Callable[[int], Any] | None = None,
+) -> Launcher:
+    """The launcher the command line asks for (`PEFTBENCH_SUBMITIT_CLUSTER=local` runs a Slurm array locally)."""
+    if launcher == "slurm":
+        cluster = os.environ.get("PEFTBENCH_SUBMITIT_CLUSTER")
+        return Slurm(workers, partition, time, gpus_per_node, array_parallelism, runs_per_gpu, wait, cluster)
+    return local_launcher(workers, gpus, runs_per_gpu, listener)
+
+
 def local_launcher(
     workers: int, gpus: str | None, runs_per_gpu: int, listener: Callable[[int], Any] | None
 ) -> Launcher:
