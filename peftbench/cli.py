@@ -48,7 +48,7 @@ Listing = Enum("Listing", {name: name for name in ("methods", "tasks", "suites",
 Launcher = Enum("Launcher", {name: name for name in ("local", "slurm")}, type=str)
 Reference = Enum("Reference", {name: name for name in ("none", "paper")}, type=str)
 
-DATA_ROOT_HELP = "Folder holding the suite's task folders [env: PEFTBENCH_DATA; default: ./data]."
+DATA_ROOT_HELP = "Folder holding the suite's task folders (env: PEFTBENCH_DATA; default: ./data)."
 SET_HELP = "Override a setting or method option: key=value (repeatable), e.g. lr=1e-3 or rank=4."
 
 
@@ -62,10 +62,10 @@ def grouped_options(*groups: type) -> Callable:
     one instance of each group, in order."""
 
     def decorate(command: Callable) -> Callable:
-        fields = [(group, f, get_type_hints(group)[f.name]) for group in groups for f in dataclasses.fields(group)]
         parameters = [
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.metadata["option"], annotation=kind)
-            for _, f, kind in fields
+            for group in groups
+            for f, kind in ((f, get_type_hints(group)[f.name]) for f in dataclasses.fields(group))
         ]
 
         @functools.wraps(command)
@@ -111,7 +111,7 @@ class RunOptions:
     )
     device: Device = cli_option(Device.auto, "--device", help="Where to train.")
     cache_dir: Optional[Path] = cli_option(
-        None, "--cache-dir", help="Decode-once image cache [env: PEFTBENCH_CACHE; default: the user cache folder]."
+        None, "--cache-dir", help="Decode-once image cache (env: PEFTBENCH_CACHE; default: the user cache folder)."
     )
     retry_failed: bool = cli_option(False, "--retry-failed", help="Rerun units whose record says failed.")
     force: bool = cli_option(False, "--force", help="Rerun every unit, finished or not.")

@@ -18,7 +18,6 @@ Formats on disk (`from_json` reads every one of them, `to_json` writes the newes
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from .errors import PeftbenchError
@@ -233,8 +232,3 @@ def _from_v1(raw: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 MIGRATIONS = {1: _from_v1}  # version -> (record of the next version, that version)
-
-
-def dumps(record: Record) -> str:
-    """The record as the JSON text the store writes (sorted keys, two-space indent)."""
-    return json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
