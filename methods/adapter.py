@@ -57,20 +57,37 @@ class AdapterAfterBranch(nn.Module):
         return branch + self.adapter(branch)
 
 
-class ParallelAdapterMlp(nn.Module):
-    """Replaces a block's `mlp`, the block's `norm2` moving inside it (the block's own `norm2`
-    becomes the identity): returns mlp(norm(x)) + scale * adapter(x), so the adapter reads the
-    un-normalised residual stream x, as AdaptFormer's released code does."""
+class ParallelAdapter(nn.Module):
+    """Replaces a block's `drop_path2`: returns drop_path(branch) + scale * adapter(x), where x is the
+    residual stream the block's norm2 read (handed over by `StreamTap`); so the adapter reads x itself,
+    not norm2(x), and its output bypasses the MLP branch's LayerScale and drop path, as AdaptFormer's
+    `x = residual + drop_path(mlp(norm2(x))) + adapt_x`."""
 
-    def __init__(self, norm: nn.Module, mlp: nn.Module, adapter: Bottleneck, scale: float):
+    def __init__(self, drop_path: nn.Module, adapter: Bottleneck, scale: float):
         super().__init__()
-        self.norm = norm
-        self.mlp = mlp
+        self.drop_path = drop_path
         self.adapter = adapter
         self.scale = scale
+        self.stream: torch.Tensor | None = None
+
+    def forward(self, branch: torch.Tensor) -> torch.Tensor:
+        stream, self.stream = self.stream, None
+        return self.drop_path(branch) + self.scale * self.adapter(stream)
+
+
+class StreamTap(nn.Module):
+    """Replaces a block's `norm2`: hands its input (the residual stream after attention) to the
+    block's `ParallelAdapter`, then normalises as before. The adapter is held in a tuple, so it is
+    registered once (under drop_path2) and deep copies keep the pair together."""
+
+    def __init__(self, norm: nn.Module, adapter: ParallelAdapter):
+        super().__init__()
+        self.norm = norm
+        self.sink = (adapter,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.norm(x)) + self.scale * self.adapter(x)
+        self.sink[0].stream = x
+        return self.norm(x)
 
 
 def pre_norm_blocks(model: nn.Module, method: str) -> list[Block]:
@@ -111,10 +128,15 @@ class Adapter(Method):
 
     Matched to NOAH's released code (ZhangYuanhan-AI/NOAH): model/module/adapter_super.py,
     `QuickGELU` (x * sigmoid(1.702 x)) and `AdapterSuper` (ln1 -> QuickGELU -> dropout -> ln2, plus
-    the identity; `init_weights`: `xavier_uniform_` weights, `normal_(bias, std=1e-6)`, so the
-    adapter is not exactly the identity at init); model/supernet_vision_transformer_timm.py,
-    `Block.forward`; dim 8 in every layer (experiments/Adapter/ViT-B_prompt_adapter_8.yaml);
+    the identity); model/supernet_vision_transformer_timm.py, `Block.forward`; dim 8 in every layer (experiments/Adapter/ViT-B_prompt_adapter_8.yaml);
     dropout 0.1 (`--drop_rate_adapter` default in supernet_train_prompt.py).
+
+    Init: `AdapterSuper.init_weights` sets `xavier_uniform_` weights and `normal_(bias, std=1e-6)`, but
+    NOAH's `VisionTransformer.__init__` then runs `init_weights('')`, whose `self.apply(_init_vit_weights)`
+    re-initialises every nn.Linear (the adapter's included; `apply` passes no name, so none is exempt)
+    to trunc_normal(std 0.02, cut at ±2) with zero bias; the checkpoint holds no adapter keys, so that
+    is what training starts from: `init=effective` (default), as `lora_qkv` does; `init=as_written` gives
+    the adapter's own Xavier init.
 
     Trainable: depth x (2·D·dim + dim + D) and the head. Not mergeable: the adapter is a non-linear
     function of the MLP output, which no change of the frozen weights reproduces.
@@ -122,21 +144,33 @@ class Adapter(Method):
 
     dim: int = option(8, "bottleneck width of each adapter (NOAH's Adapter-8)")
     dropout: float = option(0.1, "dropout inside the bottleneck, after QuickGELU (NOAH's --drop_rate_adapter)")
+    init: str = option(
+        "effective",
+        "effective (NOAH's runs: trunc_normal 0.02, zero bias) | as_written (Xavier)",
+        key_neutral="as_written",
+    )
 
     summary = "Adapter-8 (NOAH's baseline): a QuickGELU bottleneck on each block's MLP output"
-    # NOAH's configs/Adapter/VTAB/slurm_train_adapter_vtab.sh: AdamW (the engine's default),
-    # lr 0.005, weight decay 1e-4, batch 64, 100 epochs, 10 warm-up (timm scheduler default).
-    train_defaults = {"lr": 5e-3, "weight_decay": 1e-4}
+    # NOAH's configs/Adapter/VTAB/slurm_train_adapter_vtab.sh (commit fde4c09 and later): AdamW (the
+    # engine's default), lr 0.001 (the first commit, ded6834, had 0.005), weight decay 1e-4, batch 64,
+    # 100 epochs, 10 warm-up (timm scheduler default).
+    train_defaults = {"lr": 1e-3, "weight_decay": 1e-4}
     mergeable = False
 
     def __post_init__(self) -> None:
         check_options(self.name, self.dim, self.dropout)
+        if self.init not in ("effective", "as_written"):
+            raise PeftbenchError(f"adapter: init must be 'effective' or 'as_written', got '{self.init}'")
 
     def apply(self, model: nn.Module) -> None:
         for block, adapter in bottlenecks(model, self.name, self.dim, QuickGELU, self.dropout):
             for linear in (adapter.down, adapter.up):
-                nn.init.xavier_uniform_(linear.weight)
-                nn.init.normal_(linear.bias, std=1e-6)
+                if self.init == "effective":
+                    nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0)
+                    nn.init.zeros_(linear.bias)
+                else:
+                    nn.init.xavier_uniform_(linear.weight)
+                    nn.init.normal_(linear.bias, std=1e-6)
             block.drop_path2 = AdapterAfterBranch(block.drop_path2, adapter)
 
 
@@ -157,9 +191,10 @@ class AdaptFormer(Method):
     Bottleneck `dim` 64: the released default and the paper's image setting (AdaptFormer-64); the
     paper reports no VTAB-1k run, so there is no VTAB-specific value to follow.
 
-    Placement: the block's norm2 moves inside the wrapped MLP, so the adapter output passes the
-    block's ls2 and drop_path2 together with the MLP's; the released ViT has no LayerScale and
-    peftbench's backbones no drop path, where this is exactly the released computation.
+    Placement: the adapter's output is added after the MLP branch's drop path (and LayerScale), as
+    the released Block.forward adds `adapt_x` after `drop_path(mlp(...))`: the block's norm2 hands its
+    input to the adapter (`StreamTap`), its drop_path2 adds the adapter's output (`ParallelAdapter`);
+    timm's Block.forward itself runs unchanged.
 
     Trainable: depth x (2·D·dim + dim + D) and the head. Not mergeable: the ReLU bottleneck is not
     linear in the frozen weights.
@@ -183,5 +218,5 @@ class AdaptFormer(Method):
             nn.init.kaiming_uniform_(adapter.down.weight, a=math.sqrt(5))
             for tensor in (adapter.down.bias, adapter.up.weight, adapter.up.bias):
                 nn.init.zeros_(tensor)
-            block.mlp = ParallelAdapterMlp(block.norm2, block.mlp, adapter, self.scale)
-            block.norm2 = nn.Identity()
+            block.drop_path2 = ParallelAdapter(block.drop_path2, adapter, self.scale)
+            block.norm2 = StreamTap(block.norm2, block.drop_path2)

@@ -67,9 +67,14 @@ class Method:
         ]
 
 
-def option(default: Any, help: str) -> Any:
-    """A method option with its help text: `rank: int = option(8, "the rank r")`."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default: Any, help: str, key_neutral: Any = dataclasses.MISSING) -> Any:
+    """A method option with its help text: `rank: int = option(8, "the rank r")`.
+
+    An option added later, or whose default changes, names in `key_neutral` the value that reproduces
+    the behaviour from before; while its default differs from that value, every spec holds it, so
+    runs keyed before the change are not mistaken for runs of the new behaviour (spec.py)."""
+    metadata = {"help": help} if key_neutral is dataclasses.MISSING else {"help": help, "key_neutral": key_neutral}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def freeze_all(model: nn.Module) -> None:

@@ -68,8 +68,11 @@ class LoRAQueryValue(LowRankQKV):
 
     PROJECTIONS = ("q", "v")
 
-    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(
+        self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float, shared_mask: bool = False
+    ) -> None:
         super().__init__(base_layer)
+        self.shared_mask = shared_mask
         self.scaling = alpha / rank
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         factory = self.factory()
@@ -87,8 +90,9 @@ class LoRAQueryValue(LowRankQKV):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.base_layer(x).chunk(3, dim=-1)
-        h = self.dropout(x)
-        return torch.cat((q + self._update(h, "q"), k, v + self._update(h, "v")), dim=-1)
+        h_q = self.dropout(x)  # peft's separate q and v layers draw a mask each
+        h_v = h_q if self.shared_mask else self.dropout(x)
+        return torch.cat((q + self._update(h_q, "q"), k, v + self._update(h_v, "v")), dim=-1)
 
     def delta_weight(self) -> torch.Tensor:
         """The (3 width x in) update: s B_q A_q on the q rows, zeros on k, s B_v A_v on v."""
@@ -125,10 +129,20 @@ class LoRA(Method):
     rank: int = option(8, "r, the rank of each low-rank update (A: r x in, B: out x r)")
     alpha: float = option(8.0, "alpha; the update is scaled by alpha / r")
     dropout: float = option(0.0, "dropout on the input of the low-rank branch (peft's lora_dropout)")
+    dropout_masks: str = option(
+        "per_projection",
+        "per_projection (peft: q and v draw their own masks) | shared (one mask)",
+        key_neutral="shared",
+    )
 
     def __post_init__(self) -> None:
         check_rank_and_dropout(self.name, self.rank, self.dropout)
+        if self.dropout_masks not in ("per_projection", "shared"):
+            raise PeftbenchError(
+                f"lora: dropout_masks must be 'per_projection' or 'shared', got '{self.dropout_masks}'"
+            )
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
-        wrap_qkv(model, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout))
+        shared = self.dropout_masks == "shared"
+        wrap_qkv(model, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout, shared))

@@ -138,7 +138,8 @@ class RLRR(Method):
 
     summary = "RLRR: residual low-rank rescaling of every linear (q, k, v separate) plus SSF after norms"
     # The authors' schedule end points (train_vtab.py / VTABConfig.py); lr and weight decay are per task.
-    train_defaults = {"optimizer": "adamw", "warmup_lr": 1e-7, "min_lr": 1e-8}
+    # and its element-wise "drop path" (networks.py) under every protocol, not only `paper`.
+    train_defaults = {"optimizer": "adamw", "warmup_lr": 1e-7, "min_lr": 1e-8, "drop_path_mode": "dropout"}
     mergeable = True
 
     def apply(self, model: nn.Module) -> None:

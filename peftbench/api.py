@@ -41,8 +41,8 @@ def build_model(
 def adapt(model: VisionTransformer, method: Method) -> None:
     """Apply `method` to `model`, keep the head trainable, and remember the method for `merge`."""
     method.apply(model)
-    for parameter in model.get_classifier().parameters():
-        parameter.requires_grad_(True)
+    for head in backbone.heads(model):
+        head.requires_grad_(True)
     setattr(model, METHOD_ATTRIBUTE, method)
 
 

@@ -213,11 +213,30 @@ def load_weights(model: VisionTransformer, path: Path) -> None:
         raise PeftbenchError(f"weights {path}: unknown format '{kind}'; accepted: {ACCEPTED_FORMATS}")
 
 
+HEAD_NAMES = ("head", "head_dist")  # DeiT's distilled models have a second head on the distillation token
+
+
+def heads(model: VisionTransformer) -> list[nn.Linear]:
+    """The classifier's Linear layers: `head`, plus `head_dist` for DeiT distilled models (whose
+    evaluation averages the two heads' logits, as DeiT does: timm's forward_head outside distilled training)."""
+    return [getattr(model, name) for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Linear)]
+
+
 def reset_head(model: VisionTransformer, num_classes: int) -> None:
     """Replace the classifier with a zero-initialised one for `num_classes` classes."""
     model.reset_classifier(num_classes)
-    nn.init.zeros_(model.head.weight)
-    nn.init.zeros_(model.head.bias)
+    init_head(model, "zero")
+
+
+def init_head(model: VisionTransformer, how: str) -> None:
+    """`zero` (RLRR's zero_head) or `trunc_normal`: weight trunc_normal(std 0.02, cut at ±2), bias 0,
+    timm's ViT init of a new Linear (SSF's head; NOAH's `reset_classifier`)."""
+    for head in heads(model):
+        if how == "trunc_normal":
+            nn.init.trunc_normal_(head.weight, std=0.02, a=-2.0, b=2.0)
+        else:
+            nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
 
 
 def create_backbone(model_name: str, num_classes: int, weights: str | Path | None) -> tuple[VisionTransformer, str]:
@@ -349,7 +368,8 @@ def normalisation(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[fl
 
 def head_parameter_names(model: VisionTransformer) -> set[str]:
     """Names of the classifier's parameters."""
-    return {f"head.{name}" for name, _ in model.head.named_parameters()}
+    return {f"{prefix}.{name}" for prefix in HEAD_NAMES if isinstance(getattr(model, prefix, None), nn.Linear)
+            for name, _ in getattr(model, prefix).named_parameters()}  # fmt: skip
 
 
 def set_drop_path(model: VisionTransformer, rate: float, mode: str = "stochastic") -> None:

@@ -1,7 +1,7 @@
 """Train and evaluate one run: optimiser, schedule, precision, seeding; the test split once.
 
 The fast path is the default wherever it gives the same result: images stay uint8 until they
-reach the device, where they are normalised; bf16 autocast and fused AdamW on CUDA; timm's fused
+reach the device, where they are normalised; bf16 autocast (`precision=auto`) and fused AdamW on CUDA; timm's fused
 attention (F.scaled_dot_product_attention) left on; the loss read every `log_every` steps (one
 host sync each), never on every step; evaluation in large batches, through the merged plain ViT
 when the method folds into the backbone; and when only the head trains on inputs that do not vary
@@ -23,10 +23,11 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .backbone import head_parameter_names, model_input_size_of, normalisation
+from .backbone import head_parameter_names, heads, model_input_size_of, normalisation
 from .data.batches import BatchMaker, Split
 from .data.recipes import RECIPES, Recipe
 from .errors import PeftbenchError
+from .schedules import make_schedule
 from .settings import TrainConfig
 
 
@@ -63,6 +64,7 @@ class TrainResult:
     eval_images_per_second: float = 0.0
     compiled: bool = False
     test_curve: tuple[tuple[int, float], ...] = ()  # (epoch, top-1) every `eval_every` epochs; best-test only
+    lr_per_epoch: tuple[float, ...] = ()  # the lr of the first training step of every epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,21 +82,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from `warmup_lr` to `lr`, then cosine decay to `min_lr` at the end of the
-    nominal epochs (restarting every `restart_epochs` with `cosine-restarts`); `min_lr` through
-    the cool-down epochs."""
-    warmup_steps = cfg.warmup_epochs * steps_per_epoch
-    if step < warmup_steps:
-        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup_steps
-    if cfg.schedule == "cosine-restarts":
-        period = cfg.restart_epochs * steps_per_epoch
-        progress = ((step - warmup_steps) % period) / period
-    else:
-        progress = min(1.0, (step - warmup_steps) / max(1, cfg.epochs * steps_per_epoch - warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def build_optimizer(
@@ -128,8 +115,8 @@ def only_head_trains(model: nn.Module, head_names: set[str]) -> bool:
 
 
 def trains_on_cached_features(model: nn.Module, recipe: Recipe) -> bool:
-    """True when only the head trains and the recipe's inputs do not vary between epochs."""
-    return only_head_trains(model, head_parameter_names(model)) and not recipe.augments
+    """True when only the (single) head trains and the recipe's inputs do not vary between epochs."""
+    return len(heads(model)) == 1 and only_head_trains(model, head_parameter_names(model)) and not recipe.augments
 
 
 def uses_fused_attention(model: nn.Module) -> bool:
@@ -151,7 +138,13 @@ def images_forward(
 
 
 def cached_features(
-    model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int, device: torch.device
+    model: VisionTransformer,
+    normalise: Normalise,
+    batches: Batches,
+    count: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """The frozen backbone's pre-logits features of `count` inputs, once each (linear probing)."""
     model.eval()
@@ -159,10 +152,28 @@ def cached_features(
     def features(images: torch.Tensor) -> torch.Tensor:
         return model.forward_head(model.forward_features(normalise(images)), pre_logits=True)
 
-    return predict(features, batches, count, batch_size, device)
+    return predict(features, batches, count, batch_size, device, precision)
 
 
 Batches = Callable[[torch.Tensor], torch.Tensor]  # indices -> model inputs on the device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device` (None: fp32, no autocast); `auto` is bf16 on CUDA."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    last_loss: float  # the mean loss of the last logged steps
+    lr_per_epoch: tuple[float, ...]  # the lr of the first step of every epoch
 
 
 def fit(
@@ -174,8 +185,9 @@ def fit(
     device: torch.device,
     listener: Listener,
     after_epoch: Callable[[int], None] | None = None,
-) -> float:
-    """Train for `cfg.total_epochs` epochs over shuffled mini-batches; returns the last logged loss.
+) -> Fitted:
+    """Train for `cfg.total_epochs` epochs over shuffled mini-batches under `cfg.scheduler`'s schedule
+    and `cfg.precision` (fp16 with a `torch.amp.GradScaler`, as the authors' NativeScaler).
 
     The loss is summed on the device; a NaN or infinity anywhere in the sum poisons it, so the
     read every `log_every` steps (the loop's only host sync) also checks every step's finiteness.
@@ -184,21 +196,24 @@ def fit(
     steps_per_epoch = math.ceil(len(labels) / cfg.batch_size)
     total_steps = cfg.total_epochs * steps_per_epoch
     listener.start(total_steps)
+    schedule = make_schedule(optimizer, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.precision, device) == torch.float16)
     loss_sum = torch.zeros((), device=device)
-    logged_steps, last_loss, step = 0, float("nan"), 0
+    logged_steps, last_loss, step, lrs = 0, float("nan"), 0, []
     for epoch in range(cfg.total_epochs):
         order = torch.randperm(len(labels)).to(device)
         for start in range(0, len(labels), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
-            lr = learning_rate(step, steps_per_epoch, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            schedule.before_step(step)
+            if start == 0:
+                lrs.append(schedule.lr)
+            with autocast(cfg.precision, device):
                 logits = forward(batches(index))
             loss = nn.functional.cross_entropy(logits.float(), labels[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += loss.detach()
             logged_steps += 1
             step += 1
@@ -209,20 +224,26 @@ def fit(
                 loss_sum.zero_()
                 listener.advance(logged_steps, epoch + 1, last_loss)
                 logged_steps = 0
+        schedule.after_epoch(epoch)
         if after_epoch is not None:
             after_epoch(epoch + 1)
-    return last_loss
+    return Fitted(last_loss, tuple(lrs))
 
 
 @torch.no_grad()
 def predict(
-    forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, count: int, batch_size: int, device: torch.device
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: Batches,
+    count: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "auto",
 ) -> torch.Tensor:
-    """Outputs of `forward` over `count` inputs in large batches, gathered on the CPU."""
+    """Outputs of `forward` over `count` inputs in large batches (under `precision`), gathered on the CPU."""
     outputs = []
     for start in range(0, count, batch_size):
         index = torch.arange(start, min(start + batch_size, count))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(precision, device):
             outputs.append(forward(batches(index)).float().cpu())
     return torch.cat(outputs)
 
@@ -269,11 +290,13 @@ def train_and_evaluate(
     started = time.perf_counter()
     if cached:  # the frozen backbone runs once per image; the head trains on its features
         train_batches = (
-            cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size, device)
+            cached_features(model, normalise, train_batches, len(train), cfg.eval_batch_size, device, cfg.precision)
             .to(device)
             .__getitem__
         )
-        test_batches = _lazy_features(model, normalise, test_batches, len(test), cfg.eval_batch_size, device)
+        test_batches = _lazy_features(
+            model, normalise, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision
+        )
         forward = model.get_classifier()
     else:
         model.train()
@@ -288,11 +311,12 @@ def train_and_evaluate(
             return  # the last epoch is the final evaluation below
         began = time.perf_counter()
         model.eval()
-        curve.append((epoch, _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device), test)))
+        logits = predict(forward, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision)
+        curve.append((epoch, _top1(logits, test)))
         model.train(not cached)
         curve_seconds += time.perf_counter() - began
 
-    last_loss = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener, evaluate_during_training)
+    fitted = fit(forward, optimizer, train_batches, train.labels, cfg, device, listener, evaluate_during_training)
     train_seconds = time.perf_counter() - started - curve_seconds
     merged = merge is not None and not cached
     model.eval()
@@ -301,14 +325,14 @@ def train_and_evaluate(
     elif not cached:
         forward = images_forward(model, normalise)  # eager: a one-pass evaluation does not repay compiling
     started = time.perf_counter()
-    top1 = _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device), test)
+    top1 = _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision), test)
     if eval_every:
         curve.append((cfg.total_epochs, top1))
     eval_seconds = time.perf_counter() - started
     peak, measure = _peak_memory(device)
     return TrainResult(
         top1=top1,
-        final_train_loss=last_loss,
+        final_train_loss=fitted.last_loss,
         train_seconds=train_seconds,
         train_images_per_second=cfg.total_epochs * len(train) / train_seconds,
         eval_seconds=eval_seconds,
@@ -319,18 +343,25 @@ def train_and_evaluate(
         eval_images_per_second=len(test) / eval_seconds if eval_seconds > 0 else float("inf"),
         compiled=compile and not cached,
         test_curve=tuple(curve),
+        lr_per_epoch=fitted.lr_per_epoch,
     )
 
 
 def _lazy_features(
-    model: VisionTransformer, normalise: Normalise, batches: Batches, count: int, batch_size: int, device: torch.device
+    model: VisionTransformer,
+    normalise: Normalise,
+    batches: Batches,
+    count: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "auto",
 ) -> Batches:
     """Batches of the test split's cached features, extracted on first use (so at evaluation time)."""
     held: list[torch.Tensor] = []
 
     def batch(index: torch.Tensor) -> torch.Tensor:
         if not held:
-            held.append(cached_features(model, normalise, batches, count, batch_size, device))
+            held.append(cached_features(model, normalise, batches, count, batch_size, device, precision))
         return held[0][index].to(device)
 
     return batch

@@ -88,6 +88,16 @@ class DataInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScheduleTrace:
+    """The schedule a run trained with: its semantics (`TrainConfig.scheduler`), its shape
+    (`TrainConfig.schedule`) and the lr of the first training step of every epoch."""
+
+    scheduler: str
+    shape: str
+    lr_per_epoch: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Provenance:
     device: str = "unknown"
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -119,6 +129,7 @@ class Record:
     timing: Timing = Timing()
     memory: Memory | None = None
     execution: Execution | None = None
+    schedule: ScheduleTrace | None = None  # ok records since the schedule was recorded
     data: DataInfo | None = None
     selection: dict[str, Any] | None = None  # tune finals: the chosen point and every trial's score
     unit: UnitInfo | None = None
@@ -200,7 +211,12 @@ def _parse(raw: dict[str, Any]) -> Record:
         data=part(DataInfo, "data"),
         selection=raw.get("selection"),
         unit=part(UnitInfo, "unit"),
+        schedule=_schedule(raw.get("schedule")),
     )
+
+
+def _schedule(raw: dict[str, Any] | None) -> ScheduleTrace | None:
+    return None if raw is None else ScheduleTrace(**{**raw, "lr_per_epoch": tuple(raw.get("lr_per_epoch", ()))})
 
 
 # ------------------------------------------------------------------------------------------ migrations

@@ -32,6 +32,11 @@ class TrainConfig:
     drop_path_mode: str = "stochastic"  # stochastic (timm's DropPath) | dropout (RLRR's element-wise)
     eval_batch_size: int = 256
     log_every: int = 20  # optimiser steps between reads of the loss and its finiteness flag (one host sync each)
+    # Added after the first release; `key_neutral` is the value that reproduces the behaviour from before
+    # (left out of the run key at that value, see spec.py).
+    scheduler: str = dataclasses.field(default="per-step", metadata={"key_neutral": "per-step"})
+    precision: str = dataclasses.field(default="auto", metadata={"key_neutral": "auto"})
+    head_init: str = dataclasses.field(default="zero", metadata={"key_neutral": "zero"})
 
     def __post_init__(self) -> None:
         for name, valid in CHOICES.items():
@@ -54,6 +59,18 @@ CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("cosine", "cosine-restarts"),
     "drop_path_mode": ("stochastic", "dropout"),
+    # per-step: linear warm-up then cosine, set before every step (peftbench's own);
+    # timm-epoch: timm's CosineLRScheduler (or, for cosine-restarts, torch's CosineAnnealingWarmRestarts)
+    #   stepped `step(epoch)` after each epoch, as RLRR's and NOAH's train loops: epoch e trains at the
+    #   schedule's value for e - 1, epochs 0 and 1 at warmup_lr;
+    # timm-train: timm's CosineLRScheduler stepped `step(epoch + 1)` after each epoch, as timm's train.py
+    #   (SSF): epoch e trains at the schedule's value for e.
+    "scheduler": ("per-step", "timm-epoch", "timm-train"),
+    # auto: bf16 autocast on CUDA, fp32 on the CPU; fp16: fp16 autocast with a GradScaler (RLRR, SSF --amp)
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    # zero: weight and bias 0 (RLRR's zero_head); trunc_normal: weight trunc_normal(std 0.02, cut at
+    # ±2), bias 0 (timm's ViT init, which SSF's and NOAH's heads start from)
+    "head_init": ("zero", "trunc_normal"),
 }
 
 
@@ -120,4 +137,12 @@ def resolve(method_cls: type, suite_defaults: dict, overrides: dict[str, Any]) -
         train["warmup_epochs"] = epochs // 10  # a shortened run (e.g. --epochs 1) keeps a 10 % warm-up
     method_fields = method_cls.option_fields()
     options = {k: coerce(k, v, field_type(method_fields[k])) for k, v in overrides.items() if k in method_fields}
-    return TrainConfig(**train), options
+    return TrainConfig(**train), {**changed_defaults(method_fields), **options}
+
+
+def changed_defaults(fields: dict[str, dataclasses.Field]) -> dict[str, Any]:
+    """Options whose default no longer reproduces the behaviour runs were keyed with before: those
+    that declare a `key_neutral` value (the old behaviour) other than their default. A spec holds
+    them like explicit values, so their runs get new keys (spec.py)."""
+    return {name: f.default for name, f in fields.items()
+            if "key_neutral" in f.metadata and f.default != f.metadata["key_neutral"]}  # fmt: skip

@@ -53,6 +53,7 @@ class RunSpec:
     recipe: str = "vtab-resize"  # preprocessing (peftbench.data.recipes)
     eval_every: int = 0  # best-test: evaluate the test split every k epochs (0: only after the last)
     settings_source: str = ""  # best-test: "paper" or "default", where the settings came from
+    resize_filter: str = "bicubic"  # the recipe's PIL filter (a spec field so that changing it changes the key)
 
     @property
     def key(self) -> str:
@@ -69,8 +70,11 @@ class RunSpec:
         return merged
 
     def flat(self) -> dict[str, Any]:
-        """The JSON form records store and the key hashes."""
+        """The JSON form records store and the key hashes (`resize_filter` only when not bicubic, which
+        every recipe used before the field existed)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _TYPED}
+        if self.resize_filter == "bicubic":
+            del fields["resize_filter"]
         return {**fields, "settings": self.settings}
 
     @classmethod

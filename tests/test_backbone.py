@@ -61,3 +61,27 @@ def test_unknown_model_and_missing_weights_are_clear_errors(tmp_path: Path):
         backbone.create_backbone("vit_micro_patch4_32", 3, tmp_path / "none.safetensors")
     with pytest.raises(PeftbenchError, match="is a ResNet"):
         backbone.create_backbone("resnet18", 3, None)
+
+
+def test_deit_distilled_models_train_both_heads_and_evaluate_their_mean():
+    """DeiT's distilled ViT has a second head on the distillation token; both are replaced and train,
+    and evaluation averages their logits as DeiT does (timm's forward_head outside distilled training)."""
+    import peftbench
+    from peftbench.api import method_of
+    from peftbench.params import count_parameters
+
+    model = peftbench.build_model("lora", "deit_tiny_distilled_patch16_224", 5, pretrained=False)
+    heads = backbone.heads(model)
+    assert [h.out_features for h in heads] == [5, 5] and all(p.requires_grad for h in heads for p in h.parameters())
+    counts = count_parameters(model, backbone.head_parameter_names(model))
+    assert counts["head"] == 2 * (192 * 5 + 5)
+    with torch.no_grad():
+        for head in heads:
+            head.weight.normal_()
+        model.eval()
+        x = torch.randn(2, 3, 224, 224)
+        tokens = model.forward_features(x)
+        expected = (model.head(tokens[:, 0]) + model.head_dist(tokens[:, 1])) / 2
+        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(peftbench.merge(model)(x), expected, rtol=1e-4, atol=1e-4)
+    assert method_of(model).name == "lora"

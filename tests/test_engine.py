@@ -9,9 +9,10 @@ from conftest import write_vtab_task
 from peftbench import backbone
 from peftbench.data import load_split
 from peftbench.data.recipes import RECIPES
-from peftbench.engine import NonFiniteLoss, build_optimizer, learning_rate, train_and_evaluate
+from peftbench.engine import NonFiniteLoss, build_optimizer, train_and_evaluate
 from peftbench.methods.full import FullFineTuning
 from peftbench.methods.linear import LinearProbing
+from peftbench.schedules import learning_rate
 from peftbench.settings import TrainConfig
 from peftbench.suites import get_suite
 
@@ -122,3 +123,35 @@ def test_a_diverging_loss_raises(four_colours):
     cfg = TrainConfig(epochs=2, batch_size=16, lr=math.inf, warmup_epochs=0, log_every=2)
     with pytest.raises(NonFiniteLoss, match="training loss became nan"):
         train_and_evaluate(model, set(), train, test, cfg, torch.device("cpu"), seed=0)
+
+
+@pytest.mark.parametrize("scheduler", ["per-step", "timm-epoch", "timm-train"])
+def test_a_run_records_the_lr_of_every_epochs_first_step(four_colours, scheduler: str):
+    from peftbench.schedules import lr_per_epoch
+
+    train, test = four_colours
+    method = FullFineTuning()
+    model = _model(method)
+    cfg = TrainConfig(epochs=4, cooldown_epochs=1, batch_size=16, warmup_epochs=2, lr=1e-3, scheduler=scheduler)
+    result = train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, torch.device("cpu"), seed=1)
+    assert result.lr_per_epoch == pytest.approx(lr_per_epoch(cfg, steps_per_epoch=len(train) // 16), rel=1e-12)
+    assert len(result.lr_per_epoch) == 5
+
+
+def test_fp16_trains_with_a_grad_scaler_and_learns(four_colours):
+    train, test = four_colours
+    method = FullFineTuning()
+    model = _model(method)
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=1e-3, warmup_epochs=1, log_every=4, precision="fp16")
+    result = train_and_evaluate(model, method.no_weight_decay(model), train, test, cfg, torch.device("cpu"), seed=1)
+    assert result.top1 >= 90.0 and math.isfinite(result.final_train_loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not half weights
+
+
+def test_head_init_trunc_normal_is_timms_new_linear_init():
+    torch.manual_seed(0)
+    model, _ = backbone.create_backbone("vit_micro_patch4_32", 100, None)
+    assert not model.head.weight.any() and not model.head.bias.any()  # the default: zero, as RLRR
+    backbone.init_head(model, "trunc_normal")
+    assert model.head.weight.std().item() == pytest.approx(0.02, rel=0.05) and model.head.weight.abs().max() <= 2.0
+    assert not model.head.bias.any()

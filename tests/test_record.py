@@ -79,3 +79,33 @@ def test_records_are_immutable():
     record = _read(_files("results_d110afe")[0])
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.status = "failed"
+
+
+def test_a_record_with_every_part_round_trips_through_json():
+    from peftbench.record import (
+        DataInfo,
+        Execution,
+        Memory,
+        Metrics,
+        Params,
+        Provenance,
+        ScheduleTrace,
+        Timing,
+        UnitInfo,  # fmt: skip
+    )
+    from peftbench.settings import TrainConfig
+    from peftbench.spec import RunSpec
+
+    spec = RunSpec("demo", "count", "lora", "vit_micro_patch4_32", "random init", 42,
+                   TrainConfig(scheduler="timm-epoch", precision="fp16"), {"rank": 4})  # fmt: skip
+    record = Record(
+        spec.key, "trial", spec, "ok", Provenance("cpu", {"torch": "2"}, "abc", "2026-12-01T00:00:00+00:00"),
+        metrics=Metrics(90.0, "val", 0.1, 91.0, 3, ((1, 80.0), (3, 91.0))), params=Params(10, 5, 5, 100),
+        timing=Timing(2.0, 1.0, 100.0, 0.5, 200.0), memory=Memory(900.0, "process max RSS"),
+        execution=Execution(True, False, False, True), schedule=ScheduleTrace("timm-epoch", "cosine", (1e-7, 1e-3)),
+        data=DataInfo("train800", 800, "val200", 200, {"name": "vtab-resize"}, {"val200": {"sha256": "x"}}),
+        selection={"chosen_point": {"lr": 0.1}}, unit=UnitInfo("s", "w", "main", {"lr": 0.1}),
+    )  # fmt: skip
+    raw = json.loads(json.dumps(record.to_json()))
+    assert set(raw) == {f.name for f in dataclasses.fields(Record)} - {"reason", "traceback"}
+    assert Record.from_json(raw) == record

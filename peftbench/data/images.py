@@ -12,14 +12,16 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import PeftbenchError
 from .recipes import Recipe
 
+FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
-def decode_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as an RGB uint8 array (H, W, 3), bicubic-resized to `size` (width, height) if given."""
+
+def decode_image(path: Path, size: tuple[int, int] | None, filter: str = "bicubic") -> np.ndarray:
+    """One image as an RGB uint8 array (H, W, 3), resized to `size` (width, height) with PIL's `filter` if given."""
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
             if size is not None and image.size != size:
-                image = image.resize(size, Image.BICUBIC)
+                image = image.resize(size, FILTERS[filter])
             return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise PeftbenchError(f"missing image {path}") from None
@@ -54,12 +56,12 @@ def shorter_side_size(width: int, height: int, shorter: int) -> tuple[int, int]:
 
 def decode_for_recipe(paths: list[Path], recipe: Recipe, input_size: int) -> np.ndarray | list[np.ndarray]:
     """A split decoded once for the cache, CHW uint8: natively when its images share one size no
-    larger than the input (the device resizes them), else resized by PIL as the recipe says."""
+    larger than the input (the device resizes them with the PIL-exact bicubic), else resized by PIL as the recipe says."""
     target = recipe.resize_to(input_size)
     if recipe.resize == "shorter":
-        arrays = _parallel(lambda p: decode_image(p, shorter_side_size(*image_size(p), target)), paths)
+        arrays = _parallel(lambda p: decode_image(p, shorter_side_size(*image_size(p), target), recipe.filter), paths)
         return [a.transpose(2, 0, 1) for a in arrays] if isinstance(arrays, list) else arrays.transpose(0, 3, 1, 2)
     sizes = {image_size(p) for p in paths}
-    native = not recipe.crop and len(sizes) == 1 and max(next(iter(sizes))) <= input_size
-    arrays = _parallel(lambda p: decode_image(p, None if native else (target, target)), paths)
+    native = recipe.filter == "bicubic" and not recipe.crop and len(sizes) == 1 and max(next(iter(sizes))) <= input_size
+    arrays = _parallel(lambda p: decode_image(p, None if native else (target, target), recipe.filter), paths)
     return np.ascontiguousarray(arrays.transpose(0, 3, 1, 2))

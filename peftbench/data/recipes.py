@@ -19,6 +19,7 @@ class Recipe:
     crop: bool  # crop T to S: random when training, centre when evaluating
     hflip: bool  # random horizontal flip when training
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # None: the backbone's
+    filter: str = "bicubic"  # PIL's resampling filter for the cached resize: bicubic | bilinear
 
     @property
     def augments(self) -> bool:
@@ -33,7 +34,8 @@ class Recipe:
 
     def decoding(self) -> dict:
         """What the decode-once cache depends on (recipes differing only in flips or mean/std share entries)."""
-        return {"resize": self.resize, "scale": self.scale, "crop": self.crop}
+        decoding = {"resize": self.resize, "scale": self.scale, "crop": self.crop}
+        return decoding if self.filter == "bicubic" else {**decoding, "filter": self.filter}
 
 
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -54,10 +56,14 @@ RECIPES = {
     "vtab-resize-imagenet": Recipe(
         "vtab-resize-imagenet", resize="square", scale=1.0, crop=False, hflip=False, mean_std=IMAGENET
     ),
-    # FGVC as VPT: Resize(256) (shorter side) + RandomCrop(224) + flip; test CentreCrop(224).
-    "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True),
-    # FGVC as RLRR's train_fgvc.py: square Resize((256, 256)) + RandomCrop(224) + flip, mean = std = 0.5.
-    "rlrr-fgvc": Recipe("rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True, mean_std=HALF),
+    # FGVC as VPT (src/data/transforms.py): torchvision's Resize(256) (shorter side; on PIL images, PIL
+    # bilinear) + RandomCrop(224) + flip; test CentreCrop(224).
+    "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True, filter="bilinear"),
+    # FGVC as RLRR's train_fgvc.py (RLRRDatasets/fgvc_tranforms.py): torchvision's Resize((256, 256)) on PIL
+    # images, i.e. PIL bilinear, + RandomCrop(224) + flip (test CenterCrop(224)), mean = std = 0.5.
+    "rlrr-fgvc": Recipe(
+        "rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True, mean_std=HALF, filter="bilinear"
+    ),
 }
 
 

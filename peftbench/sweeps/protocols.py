@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import get_method
 from ..record import Record
@@ -125,6 +126,7 @@ def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
         recipe=recipe,
         eval_every=request.eval_every if best_test else 0,
         settings_source=("paper" if published else "default") if best_test else "",
+        resize_filter=get_recipe(recipe).filter,
     )
 
 

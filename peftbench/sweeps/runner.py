@@ -21,7 +21,7 @@ from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import get_method
 from ..params import count_parameters
-from ..record import DataInfo, Execution, Memory, Metrics, Params, Provenance, Record, Timing
+from ..record import DataInfo, Execution, Memory, Metrics, Params, Provenance, Record, ScheduleTrace, Timing
 from ..spec import RunSpec
 
 
@@ -109,6 +109,7 @@ def run_spec(
         ),
         memory=Memory(result.peak_memory_mb, result.memory_measure),
         execution=Execution(result.used_cached_features, result.evaluated_merged, result.compiled, fused),
+        schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
     )
 
 
@@ -121,6 +122,7 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
     task = request.suite.task(spec.task)
     engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
     model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights)
+    backbone.init_head(model, spec.train.head_init)
     backbone.set_drop_path(model, spec.train.drop_path, spec.train.drop_path_mode)
     method = get_method(spec.method)(**spec.options)
     adapt(model, method)

@@ -68,6 +68,7 @@ def test_native_images_resized_on_the_device_equal_pil_within_one_grey_level(tmp
 
 @pytest.mark.parametrize("recipe", ["vpt-fgvc", "rlrr-fgvc"])
 def test_fgvc_eval_inputs_equal_pil_resize_then_centre_crop(tmp_path: Path, recipe: str):
+    """torchvision's Resize on PIL images (VPT's Resize(256), RLRR's Resize((256, 256))) is PIL bilinear."""
     write_fgvc_tree(tmp_path)
     task = FGVC.task("StanfordCars")
     split = load_split(FGVC, task, "test", tmp_path, 32, RECIPES[recipe], tmp_path / "c")
@@ -78,7 +79,7 @@ def test_fgvc_eval_inputs_equal_pil_resize_then_centre_crop(tmp_path: Path, reci
     for path, got in zip(paths, inputs):
         image = Image.open(path).convert("RGB")
         size = shorter_side_size(*image.size, 37) if recipe == "vpt-fgvc" else (37, 37)  # round(32 * 256 / 224)
-        resized = np.array(image.resize(size, Image.BICUBIC))
+        resized = np.array(image.resize(size, Image.BILINEAR))
         top, left = round((size[1] - 32) / 2), round((size[0] - 32) / 2)
         expected = torch.from_numpy(resized[top : top + 32, left : left + 32]).permute(2, 0, 1)
         assert torch.equal(got, expected)

@@ -12,9 +12,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
+from peftbench.errors import PeftbenchError
 from peftbench.methods import get_method
 from peftbench.methods.base import Method
-from peftbench.methods.lora import LoRAQueryValue, LowRankQKV
+from peftbench.methods.lora import LoRA, LoRAQueryValue, LowRankQKV
 from peftbench.methods.lora_qkv import FusedLoRA
 
 IN, WIDTH, RANK = 16, 12, 4
@@ -174,3 +175,21 @@ def test_merged_equals_unmerged(method: str) -> None:
     assert type(merged) is VisionTransformer
     assert not any(isinstance(m, LowRankQKV) for m in merged.modules())
     assert set(merged.state_dict()) == set(micro_vit().state_dict())
+
+
+@pytest.mark.parametrize("masks, same", [("per_projection", False), ("shared", True)])
+def test_q_and_v_draw_their_own_dropout_masks_as_peft_unless_shared(masks: str, same: bool):
+    torch.manual_seed(0)
+    base = nn.Linear(16, 48)
+    layer = LoRAQueryValue(base, rank=4, alpha=4.0, dropout=0.5, shared_mask=masks == "shared")
+    with torch.no_grad():
+        for p in ("q", "v"):  # identical branches: their outputs differ only through the masks
+            layer.lora_A[p].copy_(torch.ones(4, 16))
+            layer.lora_B[p].copy_(torch.ones(16, 4))
+    layer.train()
+    x = torch.randn(8, 16)
+    q, _, v = (layer(x) - base(x)).chunk(3, dim=-1)
+    assert torch.allclose(q, v, atol=1e-5) is same
+    assert LoRA().dropout_masks == "per_projection" and LoRA(dropout_masks="shared").dropout_masks == "shared"
+    with pytest.raises(PeftbenchError, match="dropout_masks"):
+        LoRA(dropout_masks="one")

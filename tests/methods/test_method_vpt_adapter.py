@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 import peftbench
@@ -169,9 +170,9 @@ def test_adapter_block_output_is_x_plus_attn_plus_m_plus_quickgelu_bottleneck_of
         torch.testing.assert_close(block(x), expected)
 
 
-def test_adapter_init_is_xavier_with_tiny_biases_so_not_the_identity(images):
+def test_adapter_init_as_written_is_xavier_with_tiny_biases_so_not_the_identity(images):
     model, plain = micro(), micro()
-    Adapter().apply(model)
+    Adapter(init="as_written").apply(model)
     adapter = model.blocks[0].drop_path2.adapter
     assert adapter.down.weight.shape == (8, 128) and adapter.dropout.p == 0.1
     for linear in (adapter.down, adapter.up):
@@ -182,13 +183,27 @@ def test_adapter_init_is_xavier_with_tiny_biases_so_not_the_identity(images):
         assert not torch.allclose(pre_logits(model.eval(), images), pre_logits(plain.eval(), images))
 
 
+def test_adapter_effective_init_is_noahs_trunc_normal_with_zero_biases():
+    """NOAH's init_weights('') re-initialises the adapter's Linears after their Xavier init."""
+    torch.manual_seed(0)
+    model = micro()
+    Adapter().apply(model)
+    weights = torch.cat([b.drop_path2.adapter.down.weight.flatten() for b in model.blocks])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.1) and weights.abs().max() <= 2.0
+    for block in model.blocks:
+        adapter = block.drop_path2.adapter
+        assert not adapter.down.bias.any() and not adapter.up.bias.any() and adapter.up.weight.any()
+    with pytest.raises(PeftbenchError, match="init must be"):
+        Adapter(init="xavier")
+
+
 def test_adaptformer_block_output_adds_scaled_relu_bottleneck_of_the_residual_stream():
     model = micro()
     norm2, mlp = model.blocks[0].norm2, model.blocks[0].mlp
     AdaptFormer().apply(model)
     model.eval()
     block = model.blocks[0]
-    adapter = block.mlp.adapter
+    adapter = block.drop_path2.adapter
     with torch.no_grad():
         adapter.up.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))  # zero at init
         adapter.up.bias.fill_(0.01)
@@ -201,10 +216,27 @@ def test_adaptformer_block_output_adds_scaled_relu_bottleneck_of_the_residual_st
         torch.testing.assert_close(block(x), expected)
 
 
+def test_adaptformer_adds_its_adapter_after_the_mlp_branchs_drop_path():
+    """AdaptFormer's Block: x = residual + drop_path(mlp(norm2(x))) + adapt_x: a dropped branch keeps the adapter."""
+    model = micro()
+    AdaptFormer().apply(model)
+    block = model.blocks[0]
+    adapter = block.drop_path2.adapter
+    block.drop_path2.drop_path = DropPath(1.0 - 1e-9)  # drops the whole MLP branch in training
+    block.train()
+    with torch.no_grad():
+        adapter.up.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+        adapter.dropout.p = 0.0
+        x = torch.randn(2, 65, 128, generator=torch.Generator().manual_seed(1))
+        a = x + block.attn(block.norm1(x))
+        expected = a + 0.1 * adapter(a)
+        torch.testing.assert_close(block(x), expected)
+
+
 def test_adaptformer_init_leaves_the_backbone_function_unchanged(images):
     model, plain = micro(), micro()
     AdaptFormer().apply(model)
-    adapter = model.blocks[0].mlp.adapter
+    adapter = model.blocks[0].drop_path2.adapter
     assert adapter.down.weight.abs().sum() > 0 and adapter.down.weight.shape == (64, 128)
     assert not adapter.up.weight.any() and not adapter.up.bias.any() and not adapter.down.bias.any()
     with torch.no_grad():

@@ -1,5 +1,5 @@
-"""A results folder written by the commit before the typed Record (d110afe) resumes unit by unit with
-nothing rerun, and reports the same bytes in every format."""
+"""A results folder written by the commit before the typed Record (d110afe) resumes unit by unit (every
+unit that trains as it did then is skipped) and reports the same bytes in every format."""
 
 import shutil
 from pathlib import Path
@@ -34,31 +34,59 @@ def _record_bytes(results: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in results.glob("vtab1k/**/*.json")}
 
 
-def test_every_unit_of_the_earlier_sweeps_is_skipped(earlier):
+OPTIONS = ["--model", "vit_micro_patch4_32", "--no-pretrained", "--device", "cpu", "--batch-size", "16"]
+
+
+def _options(data: Path, results: Path) -> list[str]:
+    return [*OPTIONS, "--data-root", str(data), "--out", str(results)]
+
+
+def test_every_unit_whose_behaviour_did_not_change_is_skipped(earlier):
+    """full, linear and ssf train as they did at d110afe: their 9 units (3 failed on missing data) resume as done."""
     data, results = earlier
     before = _record_bytes(results)
-    options = [
-        "--model",
-        "vit_micro_patch4_32",
-        "--no-pretrained",
-        "--device",
-        "cpu",
-        "--data-root",
-        str(data),
-        "--out",
-        str(results),
-        "--batch-size",
-        "16",
-    ]
-    skipped = []
-    for command in COMMANDS:
-        result = CliRunner().invoke(app, [*command, *options])
-        assert result.exit_code == 0, result.output  # the units that failed then are skipped, not rerun
-        assert "0 unit(s) finished" in result.stdout and " 0 failed" in result.stdout, result.output
-        skipped.append(int(result.stdout.split(", ")[1].split()[0]))
-    assert skipped == [12, 4, 1, 1] and sum(skipped) == len(before)
+    command = ["run", "-m", "full", "-m", "linear", "-m", "ssf", "--suite", "vtab", "-t", "cifar100", "-t", "dtd",
+               "-t", "eurosat", "--epochs", "1", "--set", "warmup_epochs=0"]  # fmt: skip
+    result = CliRunner().invoke(app, [*command, *_options(data, results)])
+    assert result.exit_code == 0, result.output  # the units that failed then are skipped, not rerun
+    assert "0 unit(s) finished, 9 skipped, 0 failed" in result.stdout, result.output
     assert _record_bytes(results) == before  # nothing rewritten
-    assert len(list((results / ".sweeps").iterdir())) == 4  # the same sweeps: their ids did not change
+
+
+def test_units_whose_behaviour_changed_since_have_new_keys_and_the_rest_keep_theirs(earlier):
+    """The key rule at work: a run keeps its key exactly while it trains as before. Since d110afe, RLRR
+    uses its element-wise drop path under every protocol, RLRR's paper recipe steps timm's scheduler per
+    epoch in fp16, and LoRA's q and v draw their own dropout masks: those units are new; the rest are found."""
+    from peftbench.store import Store
+    from peftbench.sweeps.plan import plan
+    from peftbench.sweeps.request import RunRequest
+
+    data, results = earlier
+    store, found, new = Store(results), set(), set()
+    for command in COMMANDS:
+        request = _request(RunRequest, command, data)
+        for unit in plan(request):
+            (found if store.get(unit.describe()) else new).add((unit.spec.method, unit.spec.protocol, unit.kind))
+    assert found == {(m, "default", "run") for m in ("full", "linear", "ssf")}
+    assert new == {("rlrr", "default", "run"), ("rlrr", "paper", "run"), ("lora", "tune", "trial"),
+                   ("lora", "tune", "final"), ("lora", "best-test", "run")}  # fmt: skip
+
+
+def _request(cls, command: list[str], data: Path):
+    """The RunRequest a `peftbench run` command line of the fixture asks for."""
+    args, values = iter(command[1:]), {"methods": [], "tasks": [], "assignments": []}
+    names = {"-m": "methods", "-t": "tasks", "--set": "assignments", "--suite": "suite", "--protocol": "protocol",
+             "--grid": "grid", "--seeds": "seeds", "--epochs": "epochs", "--eval-every": "eval_every"}  # fmt: skip
+    for flag in args:
+        value = next(args)
+        name = names[flag]
+        if isinstance(values.get(name), list):
+            values[name].append(value)
+        else:
+            values[name] = (
+                [value] if name == "grid" else int(value) if name in ("seeds", "epochs", "eval_every") else value
+            )
+    return cls.from_options(**values, data_root=data, model="vit_micro_patch4_32", no_pretrained=True, batch_size=16)
 
 
 @pytest.mark.parametrize("fmt", REPORTS)

@@ -246,6 +246,12 @@ def test_paper_protocol_runs_the_published_settings_and_refuses_methods_without_
     )
     assert settings["drop_path_mode"] == "dropout" and record.spec.recipe == "vtab-resize-hflip-half"
     assert record.spec.protocol == "paper"
+    # the authors' loop: timm's scheduler stepped per epoch, fp16 autocast with a scaler, RLRR's zero head
+    train = record.spec.train  # head_init "zero" is the key-neutral default: typed, not in the flat form
+    assert (train.scheduler, train.precision, train.head_init) == ("timm-epoch", "fp16", "zero")
+    assert (settings["scheduler"], settings["precision"]) == ("timm-epoch", "fp16") and "head_init" not in settings
+    assert record.schedule.scheduler == "timm-epoch" and len(record.schedule.lr_per_epoch) == 1
+    assert record.schedule.lr_per_epoch[0] == settings["lr"]  # no warm-up epochs asked for: the first epoch at lr
     refused = invoke(*base, "-m", "vpt_deep")
     assert (
         refused.exit_code == 2
