@@ -1,0 +1,125 @@
+"""What every faithfulness script shares: the authors' checkout on sys.path, peftbench's paper
+settings, comparisons, and the Markdown rows of FAITHFULNESS.md."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from peftbench.methods import get_method
+from peftbench.settings import TrainConfig, resolve
+from peftbench.suites import get_suite
+from peftbench.sweeps.paper_settings import published
+
+
+def parse_args(description: str, clone: str, commit: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        required=True,
+        help=f"a checkout of the authors' code: git clone {clone} && git -C <dir> checkout {commit}",
+    )
+    parser.add_argument("--out", type=Path, help="also write the Markdown section to this file")
+    args = parser.parse_args()
+    args.command = "python " + " ".join(
+        [sys.argv[0], "--source", "<checkout>"] + (["--out", str(args.out)] if args.out else [])
+    )
+    if not args.source.is_dir():
+        sys.exit(
+            f"--source {args.source} is not a folder; get it with: git clone {clone} && git -C <dir> checkout {commit}"
+        )
+    sys.path.insert(0, str(args.source.resolve()))
+    return args
+
+
+def source_commit(source: Path) -> str:
+    """The checkout's commit (or 'unknown' for an exported tree)."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def paper_config(method: str, suite: str, task: str, **changes) -> TrainConfig:
+    """The TrainConfig `peftbench run --protocol paper` resolves for `method` on `task`."""
+    chosen = get_suite(suite)
+    found = published(method, chosen, chosen.task(task))
+    train, _ = resolve(get_method(method), chosen.defaults, {**found.settings, **changes})
+    return train
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.detach().double() - b.detach().double()).abs().max().item()
+
+
+def max_relative(ours: list[float], theirs: list[float]) -> float:
+    if len(ours) != len(theirs):
+        return float("inf")
+    return max(abs(a - b) / max(abs(b), 1e-30) for a, b in zip(ours, theirs))
+
+
+@dataclass
+class Report:
+    """The rows of one method's section: check, figure, bound, verdict."""
+
+    title: str
+    source: str
+    files: str
+    rows: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
+
+    def check(self, what: str, figure: float | str, bound: float | str, ok: bool | None) -> None:
+        """One row; `ok=None` reports a figure without a verdict (it has no bound that means faithful)."""
+        shown = f"{figure:.3g}" if isinstance(figure, float) else str(figure)
+        self.rows.append((what, shown, str(bound), None if ok is None else bool(ok)))
+        print(f"{'info' if ok is None else 'ok  ' if ok else 'FAIL'} {what}: {shown} (bound {bound})", flush=True)
+
+    @property
+    def faithful(self) -> bool:
+        return all(ok is not False for *_, ok in self.rows)
+
+    def markdown(self, command: str) -> str:
+        lines = [
+            f"## {self.title}",
+            "",
+            f"- Source: {self.source}",
+            f"- Files: {self.files}",
+            f"- Command: `{command}`",
+            f"- Machine: {machine()}",
+            f"- Verdict: **{'faithful' if self.faithful else 'NOT faithful'}**",
+            "",
+            "| check | figure | bound | verdict |",
+            "|:--|--:|--:|:--|",
+        ]
+        verdicts = {True: "faithful", False: "differs", None: "reported"}
+        lines += [f"| {what} | {figure} | {bound} | {verdicts[ok]} |" for what, figure, bound, ok in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    import platform
+
+    import PIL
+    import timm
+
+    from peftbench.provenance import cpu_model
+
+    return (
+        f"{cpu_model()}, {torch.get_num_threads()} threads; python {platform.python_version()}, torch "
+        f"{torch.__version__}, timm {timm.__version__}, Pillow {PIL.__version__}"
+    )
+
+
+def finish(report: Report, args: argparse.Namespace) -> None:
+    text = report.markdown(args.command)
+    print("\n" + text)
+    if args.out:
+        args.out.write_text(text)
+    sys.exit(0 if report.faithful else 1)
