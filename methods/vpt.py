@@ -100,7 +100,8 @@ class _VisualPromptTuning(Method):
     # defaults). lr and weight decay are searched per task; these are the pair of VPT's released
     # VTAB-dmlab and -eurosat runs (demo.ipynb: base lr 1.0, lr = base lr x batch / 256 = 0.25 at
     # the engine's batch size 64; weight decay 0.001).
-    train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.25, "weight_decay": 1e-3}
+    # Its schedule: WarmupCosineSchedule (src/solver/lr_scheduler.py) stepped once per epoch by the trainer.
+    train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.25, "weight_decay": 1e-3, "scheduler": "vpt-epoch"}
     mergeable = False
     # VPT's tune_vtab.py grid: base lr (per 256 images, scaled by batch / 256) x weight decay.
     tune_grid = {"lr": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05), "weight_decay": (0.01, 1e-3, 1e-4, 0.0)}

@@ -14,6 +14,10 @@
   Stanford Dogs). The lr is constant within an epoch.
 - `timm-train` (timm's train.py, which SSF's train.py is): the same timm scheduler stepped
   `scheduler.step(epoch + 1)` after each epoch: epoch e trains at the schedule's value for e.
+- `vpt-epoch` (VPT's src/solver/lr_scheduler.py WarmupCosineSchedule, stepped once after each epoch
+  by src/engine/trainer.py): epoch e trains at lr · e / warmup_epochs during the warm-up (epoch 0 at
+  0), then lr · ½(1 + cos(π (e − warmup_epochs) / (epochs − warmup_epochs))), down to 0; `warmup_lr`
+  and `min_lr` play no part.
 
 Every run records `lr_per_epoch`, the lr of the first training step of each epoch, so a run can be
 held against the authors' scheduler (tools/faithfulness/).
@@ -22,6 +26,7 @@ held against the authors' scheduler (tools/faithfulness/).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from timm.scheduler import CosineLRScheduler
@@ -75,9 +80,30 @@ class TimmEpochs(Schedule):
         self.scheduler.step(epoch + self.offset)
 
 
+class VPTEpochs(Schedule):
+    """VPT's warm-up cosine as a factor of lr per epoch (torch's LambdaLR, stepped after each epoch)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+        super().__init__(optimizer, cfg, steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: vpt_factor(epoch, cfg))
+
+    def after_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
+
+
+def vpt_factor(epoch: int, cfg: TrainConfig) -> float:
+    """The lr factor of `epoch` in VPT's WarmupCosineSchedule (warm-up from 0, cosine to 0, half a cycle)."""
+    if epoch < cfg.warmup_epochs:
+        return epoch / max(1, cfg.warmup_epochs)
+    progress = (epoch - cfg.warmup_epochs) / max(1, cfg.epochs - cfg.warmup_epochs)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
     if cfg.scheduler == "per-step":
         return PerStep(optimizer, cfg, steps_per_epoch)
+    if cfg.scheduler == "vpt-epoch":
+        return VPTEpochs(optimizer, cfg, steps_per_epoch)
     return TimmEpochs(optimizer, cfg, steps_per_epoch, offset=0 if cfg.scheduler == "timm-epoch" else 1)
 
 
@@ -86,10 +112,12 @@ def lr_per_epoch(cfg: TrainConfig, steps_per_epoch: int = 1) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     schedule = make_schedule(optimizer, cfg, steps_per_epoch)
     lrs = []
-    for epoch in range(cfg.total_epochs):
-        schedule.before_step(epoch * steps_per_epoch)
-        lrs.append(schedule.lr)
-        schedule.after_epoch(epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that the optimiser never stepped
+        for epoch in range(cfg.total_epochs):
+            schedule.before_step(epoch * steps_per_epoch)
+            lrs.append(schedule.lr)
+            schedule.after_epoch(epoch)
     return lrs
 
 

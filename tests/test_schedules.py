@@ -8,6 +8,7 @@ scheduler by torch's CosineAnnealingWarmRestarts(T_0=5, eta_min=0), stepped `ste
 
 import argparse
 import dataclasses
+import math
 import warnings
 
 import pytest
@@ -95,3 +96,17 @@ def test_per_step_is_peftbenchs_own_schedule_set_before_every_step():
     assert cfg.scheduler == "per-step"
     assert lr_per_epoch(cfg, steps_per_epoch=10) == [learning_rate(10 * e, 10, cfg) for e in range(10)]
     assert lr_per_epoch(dataclasses.replace(cfg, scheduler="timm-epoch"))[:3] == [0.0, 0.0, 0.5]
+
+
+def test_vpt_epoch_is_vpts_warmup_cosine_stepped_per_epoch():
+    """VPT's WarmupCosineSchedule: LambdaLR over epochs, warm-up from 0, cosine to 0, stepped after each epoch."""
+    from peftbench.methods import get_method
+    from peftbench.settings import resolve
+
+    cfg, _ = resolve(get_method("vpt_deep"), get_suite("vtab1k").defaults, {})
+    assert (cfg.scheduler, cfg.epochs, cfg.warmup_epochs) == ("vpt-epoch", 100, 10)
+    lrs = lr_per_epoch(cfg)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5 * cfg.lr) and lrs[10] == pytest.approx(cfg.lr)
+    assert lrs[55] == pytest.approx(0.5 * cfg.lr) and lrs[99] == pytest.approx(
+        cfg.lr * 0.5 * (1 + math.cos(math.pi * 89 / 90))
+    )
