@@ -127,3 +127,13 @@ def test_drop_path_rises_linearly_in_both_modes():
     reference = model(x)
     set_drop_path(model, 0.5, "dropout")
     assert torch.allclose(model(x), reference)  # inactive at evaluation
+
+
+def test_method_defaults_follow_the_authors_code():
+    """RLRR's element-wise drop path under every protocol; NOAH's adapter lr 1e-3 (its scripts since fde4c09)."""
+    from peftbench.settings import resolve
+
+    rlrr, _ = resolve(get_method("rlrr"), VTAB.defaults, {})
+    adapter, options = resolve(get_method("adapter"), VTAB.defaults, {})
+    assert rlrr.drop_path_mode == "dropout" and adapter.lr == 1e-3
+    assert options == {"init": "effective"}  # a default changed since runs were keyed: the spec holds it (spec.py)
