@@ -56,6 +56,22 @@ def paper_config(method: str, suite: str, task: str, **changes) -> TrainConfig:
     return train
 
 
+def parity_inputs(image: int) -> torch.Tensor:
+    """The fp64 batch every module comparison feeds both models."""
+    return torch.randn(4, 3, image, image, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+
+def logits_then_backward(report: Report, ours, theirs, image: int, prefix: str = "") -> torch.Tensor:
+    """Compare both models' fp64 logits on `parity_inputs` (a report row), then backpropagate the same
+    cross-entropy through each; returns the inputs."""
+    x, y = parity_inputs(image), torch.tensor([0, 3, 5, 9])
+    difference = max_abs(ours(x), theirs(x))
+    report.check(f"{prefix}logits, fp64, max abs difference", difference, "1e-10", difference <= 1e-10)
+    for model in (ours, theirs):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    return x
+
+
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().double() - b.detach().double()).abs().max().item()
 

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import Report, finish, max_abs, max_relative, paper_config, parse_args, source_commit
+from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -124,12 +124,7 @@ def check_module(report: Report, kind: str) -> None:
     share_values(ours, theirs, kind)
     sample(theirs, kind)  # after .double(): their sampled weights are views of the parameters
     ours.eval(), theirs.eval()
-    x = torch.randn(4, 3, IMAGE, IMAGE, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    y = torch.tensor([0, 3, 5, 9])
-    difference = max_abs(ours(x), theirs(x))
-    report.check(f"{_method(kind)}: logits, fp64, max abs difference", difference, "1e-10", difference <= 1e-10)
-    for model in (ours, theirs):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+    logits_then_backward(report, ours, theirs, IMAGE, f"{_method(kind)}: ")
     trainable = [(n, m, t) for n, m, t in pairs(ours, theirs, kind) if m.requires_grad]
     worst = max(max_abs(m.grad if m.grad is not None else dict(ours.named_parameters())[n].grad.T, t.grad)
                 for n, m, t in trainable)  # fmt: skip

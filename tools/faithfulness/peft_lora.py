@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import Report, max_abs
+from _common import Report, logits_then_backward, max_abs
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -94,12 +94,7 @@ def check(report: Report) -> None:
     ours, theirs = models()
     share_values(ours, theirs)
     ours, theirs = ours.double().eval(), theirs.double().eval()
-    x = torch.randn(4, 3, IMAGE, IMAGE, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    y = torch.tensor([0, 3, 5, 9])
-    difference = max_abs(ours(x), theirs(x))
-    report.check("logits, fp64, max abs difference", difference, "1e-10", difference <= 1e-10)
-    for model in (ours, theirs):
-        nn.functional.cross_entropy(model(x), y).backward()
+    x = logits_then_backward(report, ours, theirs, IMAGE, "")
     pairs = lora_pairs(ours, theirs)
     worst = max(max_abs(m.grad, t.grad) for _, m, t in pairs)
     report.check(f"gradients of all {len(pairs)} A and B matrices, fp64, max abs difference", worst, "1e-10",

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import Report, finish, max_abs, max_relative, paper_config, parse_args, source_commit
+from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
 from PIL import Image
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
@@ -240,14 +240,8 @@ def check_schedules(report: Report) -> None:
 def check_module(report: Report) -> None:
     ours, theirs = models()
     share_values(ours, theirs)
-    ours, theirs = ours.double(), theirs.double()
-    x = torch.randn(4, 3, IMAGE, IMAGE, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    y = torch.tensor([0, 3, 5, 9])
-    ours.eval(), theirs.eval()
-    report.check("logits, fp64, max abs difference", max_abs(ours(x), theirs(x)), "1e-10",
-                 max_abs(ours(x), theirs(x)) <= 1e-10)  # fmt: skip
-    for model in (ours, theirs):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+    ours, theirs = ours.double().eval(), theirs.double().eval()
+    logits_then_backward(report, ours, theirs, IMAGE, "")
     pairs = trainable_pairs(ours, theirs)
     worst = max(max_abs(mine.grad[rows].reshape(their.shape), their.grad) for _, mine, rows, their in pairs)
     report.check(f"gradients of all {len(pairs)} trainable tensors, fp64, max abs difference", worst, "1e-10",

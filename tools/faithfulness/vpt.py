@@ -21,7 +21,7 @@ import types
 import warnings
 
 import torch
-from _common import Report, finish, max_abs, max_relative, parse_args, source_commit
+from _common import Report, finish, logits_then_backward, max_abs, max_relative, parse_args, source_commit
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -117,12 +117,7 @@ def check_method(report: Report, deep: bool) -> None:
     ours, theirs = models(deep)
     share_values(ours, theirs, deep)
     ours, theirs = ours.double().eval(), theirs.double().eval()
-    x = torch.randn(4, 3, IMAGE, IMAGE, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    y = torch.tensor([0, 3, 5, 9])
-    difference = max_abs(ours(x), theirs(x))
-    report.check(f"{name}: logits, fp64, max abs difference", difference, "1e-10", difference <= 1e-10)
-    for model in (ours, theirs):
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+    x = logits_then_backward(report, ours, theirs, IMAGE, f"{name}: ")
     trainable = [(label, m, t) for label, m, t in pairs(ours, theirs, deep) if label.startswith(("prompts", "head"))]
     worst = 0.0
     for label, m, t in trainable:
