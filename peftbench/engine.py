@@ -165,6 +165,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def precision_name(precision: str, device: torch.device) -> str:
+    """What `precision` means on `device`, as records name it: fp32, bf16 or fp16 (with a GradScaler)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(precision, device)]
+
+
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     dtype = autocast_dtype(precision, device)
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)

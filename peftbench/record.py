@@ -75,6 +75,8 @@ class Execution:
     evaluated_merged: bool = False
     compiled: bool = False
     fused_attention: bool | None = None  # None: not recorded (older records)
+    precision: str | None = None  # what `precision` resolved to on the device: fp32, bf16 or fp16 (+ GradScaler)
+    head_init: str | None = None  # how the new head started: zero or trunc_normal
 
 
 @dataclasses.dataclass(frozen=True)

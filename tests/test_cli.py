@@ -72,9 +72,9 @@ def test_run_records_then_skips_then_forces_and_reports(vtab_root: Path, tmp_pat
         assert record.provenance.device.startswith("cpu") and record.timing.wall_seconds > 0
         assert {"git_commit", "finished_at"} <= set(record.to_json()["provenance"]) and record.data is not None
         assert record.timing.train_images_per_second > 0 and record.timing.eval_images_per_second > 0
-        assert (
-            record.execution.fused_attention and not record.execution.compiled
-        )  # timm's F.scaled_dot_product_attention
+        # timm's F.scaled_dot_product_attention; `precision=auto` is fp32 on the CPU; the head starts at zero
+        assert record.execution.fused_attention and not record.execution.compiled
+        assert (record.execution.precision, record.execution.head_init) == ("fp32", "zero")
     assert full.params.trainable == full.params.total == 808_064 + 12_900
     assert linear.params.trainable == 12_900 and linear.params.trainable_without_head == 0
     assert linear.execution.used_cached_features and not full.execution.used_cached_features

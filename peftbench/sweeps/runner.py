@@ -108,7 +108,14 @@ def run_spec(
             result.eval_images_per_second,
         ),
         memory=Memory(result.peak_memory_mb, result.memory_measure),
-        execution=Execution(result.used_cached_features, result.evaluated_merged, result.compiled, fused),
+        execution=Execution(
+            result.used_cached_features,
+            result.evaluated_merged,
+            result.compiled,
+            fused,
+            engine.precision_name(spec.train.precision, device),
+            spec.train.head_init,
+        ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
     )
 

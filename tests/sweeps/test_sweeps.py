@@ -251,6 +251,7 @@ def test_paper_protocol_runs_the_published_settings_and_refuses_methods_without_
     assert (train.scheduler, train.precision, train.head_init) == ("timm-epoch", "fp16", "zero")
     assert (settings["scheduler"], settings["precision"]) == ("timm-epoch", "fp16") and "head_init" not in settings
     assert record.schedule.scheduler == "timm-epoch" and len(record.schedule.lr_per_epoch) == 1
+    assert (record.execution.precision, record.execution.head_init) == ("fp16", "zero")  # named in the record
     assert record.schedule.lr_per_epoch[0] == settings["lr"]  # no warm-up epochs asked for: the first epoch at lr
     refused = invoke(*base, "-m", "vpt_deep")
     assert (
