@@ -18,10 +18,20 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes it 0600; a shared results folder needs group read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes files
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

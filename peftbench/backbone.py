@@ -136,12 +136,48 @@ def _state_dict_shape(state: dict[str, torch.Tensor]) -> _Shape | None:
     return _Shape(depth, tuple(kernel.shape[2:]), kernel.shape[0])
 
 
+def _unreadable(path: Path, exc: BaseException) -> PeftbenchError:
+    """Why a weights file cannot be read, in terms of the format its suffix promises."""
+    if path.suffix.lower() == ".npz":
+        what = "not an .npz archive of arrays (Google's Flax ViT checkpoints are)"
+    elif path.suffix.lower() == ".safetensors":
+        what = "not a valid safetensors file (truncated or another format)"
+    else:
+        what = "not a torch state dict that torch.load(weights_only=True) can read"
+    detail = _first_line(exc)
+    if "allow_pickle" in detail:  # numpy's words for "not a zip": its advice to unpickle is not ours
+        detail = "the file is no zip archive of .npy arrays"
+    return PeftbenchError(f"cannot read weights {path}: {what} ({type(exc).__name__}: {detail})")
+
+
+def _file_shape(path: Path) -> _Shape | None:
+    """The ViT a checkpoint holds (None for layouts timm converts), or a one-line error if unreadable."""
+    try:
+        return _npz_shape(path) if path.suffix.lower() == ".npz" else _state_dict_shape(_read_state_dict(path))
+    except Exception as exc:  # not a zip, pickled objects, truncated, text
+        raise _unreadable(path, exc) from None
+
+
+def check_weights(model_name: str, weights: str | Path | None) -> None:
+    """Up front, once per sweep: the weights file exists, can be read and holds this architecture."""
+    path, _ = resolve_weights(model_name, weights)
+    if path is None:
+        return
+    if path.suffix.lower() not in (".npz", ".safetensors", *TORCH_SUFFIXES):
+        raise PeftbenchError(
+            f"weights {path}: unknown format '{path.suffix or path.name}'; accepted: {ACCEPTED_FORMATS}"
+        )
+    found = _file_shape(path)
+    if found:
+        _check_shape(found, _architecture(model_name), path)
+
+
 def _load_state_dict(model: VisionTransformer, path: Path) -> None:
     """A safetensors or torch checkpoint, all but the head; any other missing or unexpected key is an error."""
     try:
         raw = _read_state_dict(path)
     except Exception as exc:  # corrupt file, objects other than tensors
-        raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
+        raise _unreadable(path, exc) from None
     found = _state_dict_shape(raw)
     if found:
         _check_shape(found, model, path)
@@ -183,11 +219,7 @@ def _npz_shape(path: Path) -> _Shape:
 def _load_npz(model: VisionTransformer, path: Path) -> None:
     """Google's Flax `.npz` through timm's reader, all but the head. The representation layer of
     the in21k release (`pre_logits`) is dropped, as VPT and NOAH do: our ViTs have none."""
-    try:
-        found = _npz_shape(path)
-    except Exception as exc:  # not a zip, pickled objects, no ViT inside
-        raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
-    _check_shape(found, model, path)
+    _check_shape(_file_shape(path), model, path)
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
     try:
         model.load_pretrained(str(path))  # also copies the npz head where its shape matches

@@ -175,19 +175,20 @@ def _print_outcome(outcome, out: Path) -> None:
         )
     if isinstance(outcome, Submission):
         return
+    elsewhere = f", {len(outcome.elsewhere)} done meanwhile by another session" if outcome.elsewhere else ""
     console.print(
-        f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; "
-        f"records in {out}/"
+        f"{len(outcome.done)} unit(s) finished, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed"
+        f"{elsewhere}; records in {out}/"
     )
     if outcome.skipped_failed:
         typer.echo(
-            f"warning: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
+            f"error: {len(outcome.skipped_failed)} unit(s) failed in an earlier run and were skipped; "
             "--retry-failed reruns them",
             err=True,
         )
     for unit, reason in outcome.failed:
         typer.echo(f"error: {unit.label()}: {reason}", err=True)
-    if outcome.failed:
+    if outcome.failed or outcome.skipped_failed:
         raise typer.Exit(1)
 
 

@@ -7,6 +7,7 @@ Order (later wins): TrainConfig defaults < suite `[defaults]` < method `train_de
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .errors import PeftbenchError
@@ -49,6 +50,11 @@ class TrainConfig:
             raise PeftbenchError(f"warmup_epochs must be within 0..epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.cooldown_epochs < 0 or not 0 <= self.drop_path < 1:
             raise PeftbenchError("cooldown_epochs must be >= 0 and drop_path within [0, 1)")
+        for name in ("lr", "weight_decay", "warmup_lr", "min_lr"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise PeftbenchError(f"setting '{name}' must be a finite number >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise PeftbenchError(f"setting 'momentum' must be within [0, 1), got {self.momentum}")
 
     @property
     def total_epochs(self) -> int:

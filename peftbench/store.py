@@ -38,10 +38,14 @@ class Store:
         return _read(path) if path.exists() else None
 
     def put(self, record: Record) -> Path:
-        """Write a record atomically (temp file + fsync + rename) and return its path."""
+        """Write a record atomically (temp file + fsync + rename) and return its path; a store that cannot
+        be written is a one-line PeftbenchError (the one fault that stops a sweep)."""
         path = self.path(record.locator())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, record.to_json())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, record.to_json())
+        except OSError as exc:  # the store itself is broken (read-only, full): nothing more can be recorded
+            raise PeftbenchError(f"cannot write records under {self.root}: {exc.strerror or exc} ({path})") from None
         return path
 
     def records(self, suite: str | None = None) -> Iterator[Record]:
@@ -58,6 +62,8 @@ class Store:
 def _read(path: Path) -> Record | None:
     try:
         return Record.from_json(json.loads(path.read_text()), str(path))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, PeftbenchError) as exc:
+    except PeftbenchError as exc:  # its message starts with the path
+        warnings.warn(f"skipping unreadable record {exc}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         warnings.warn(f"skipping unreadable record {path}: {exc}")
-        return None
+    return None

@@ -120,7 +120,7 @@ def test_a_diverging_loss_raises(four_colours):
     train, test = four_colours
     method = FullFineTuning()
     model = _model(method)
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=math.inf, warmup_epochs=0, log_every=2)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e30, warmup_epochs=0, log_every=2)
     with pytest.raises(NonFiniteLoss, match="training loss became nan"):
         train_and_evaluate(model, set(), train, test, cfg, torch.device("cpu"), seed=0)
 

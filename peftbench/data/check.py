@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task, get_suite
 from . import fgvc, vtab
+from .images import decode_image
 from .loading import prepare_suite_data, task_dir
 
 MAX_NAMED_IMAGES = 5  # bad images named per task; the rest are counted
@@ -127,10 +127,9 @@ def _record_classes(report: TaskReport, labels: list[int]) -> None:
 def _image_problem(path: Path) -> str | None:
     """Why `path` cannot be used as an image (missing, unreadable, corrupt), or None once fully decoded."""
     try:
-        with Image.open(path) as image:
-            image.load()
-    except FileNotFoundError:
-        return f"missing image {path}"
+        decode_image(path, None)  # the loader's own decoding: size limit, modes, corrupt data
+    except PeftbenchError as exc:
+        return str(exc)
     except Exception as exc:  # PIL raises many types for corrupt data; each one means "cannot decode"
         return f"cannot decode image {path}: {exc}"
     return None

@@ -40,7 +40,8 @@ def read_json(path: Path) -> dict[str, int]:
     if not path.is_file():
         raise PeftbenchError(f"missing FGVC split file {path}; expected the FGVC layout {LAYOUT_HINT}")
     try:
-        entries = json.loads(path.read_bytes())
+        data = path.read_bytes()
+        entries = json.loads(data[3:] if data.startswith(b"\xef\xbb\xbf") else data)  # a UTF-8 byte-order mark
     except json.JSONDecodeError as exc:
         raise PeftbenchError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}); expected {SHAPE}") from None
     except UnicodeDecodeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -13,19 +14,55 @@ from ..errors import PeftbenchError
 from .recipes import Recipe
 
 FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+# PIL's own decompression-bomb limit (89,478,485 pixels), applied by peftbench to every image, with
+# the image's path in the error; PEFTBENCH_MAX_IMAGE_PIXELS raises or lowers it.
+DEFAULT_MAX_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = None  # peftbench checks the size itself (below), before any pixel is decoded
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def max_pixels() -> int:
+    value = os.environ.get("PEFTBENCH_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise PeftbenchError(f"PEFTBENCH_MAX_IMAGE_PIXELS must be an integer, got {value!r}") from None
+
+
+def _check_size(image: Image.Image, path: Path) -> None:
+    width, height = image.size
+    if width * height > max_pixels():
+        raise PeftbenchError(
+            f"image {path} has {width} x {height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels():,}; raise PEFTBENCH_MAX_IMAGE_PIXELS if it is meant to be this large"
+        )
+
+
+def _rgb(image: Image.Image, path: Path) -> Image.Image:
+    """RGB, with 16-bit grey scaled to 8 bits (not clipped, as PIL's convert does); other wide modes refused."""
+    if image.mode in SIXTEEN_BIT:
+        grey = np.asarray(image, dtype=np.uint16).astype(np.uint32)
+        return Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I", "F"):
+        raise PeftbenchError(
+            f"image {path} is in mode {image.mode} (32-bit {'integer' if image.mode == 'I' else 'float'} pixels), "
+            "which has no agreed 8-bit scaling; convert it to 8-bit or 16-bit first"
+        )
+    return image.convert("RGB")
 
 
 def decode_image(path: Path, size: tuple[int, int] | None, filter: str = "bicubic") -> np.ndarray:
     """One image as an RGB uint8 array (H, W, 3), resized to `size` (width, height) with PIL's `filter` if given."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            _check_size(image, path)
+            image = _rgb(image, path)
             if size is not None and image.size != size:
                 image = image.resize(size, FILTERS[filter])
             return np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise PeftbenchError(f"missing image {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PeftbenchError(f"cannot decode image {path}: {exc}") from None
 
 
@@ -40,6 +77,7 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     try:
         with Image.open(path) as image:
+            _check_size(image, path)
             return image.size
     except FileNotFoundError:
         raise PeftbenchError(f"missing image {path}") from None

@@ -32,11 +32,25 @@ def escapes(relative: str) -> bool:
     return os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep)
 
 
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark allowed); a bad byte is reported as file:line."""
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError as exc:
+            raise PeftbenchError(
+                f"{path}:{number}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8; "
+                "expected UTF-8 text"
+            ) from None
+    return lines
+
+
 def read_list(path: Path, num_classes: int) -> tuple[list[Path], list[int]]:
     """Image paths (absolute) and labels of one list file, each line checked."""
     images: list[Path] = []
     labels: list[int] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)

@@ -141,8 +141,10 @@ def render_html(board: Leaderboard, provenance: list[str]) -> str:
 def bold_markdown(board: Leaderboard, shown: pd.DataFrame) -> pd.DataFrame:
     """`shown` with the best accuracy cells wrapped in `**`."""
     out = shown.copy()
+    rows, columns = list(board.table.index), list(board.table.columns)  # by position: `shown` may be escaped
     for label, column in best_cells(board):
-        out.at[label, column] = f"**{out.at[label, column]}**"
+        cell = (rows.index(label), columns.index(column))
+        out.iat[cell] = f"**{out.iat[cell]}**"
     return out
 
 
@@ -208,7 +210,7 @@ def _render_markdown(board: Leaderboard) -> str:
     title = f"## {board.suite.name}: {board.suite.description}\n\n"
     if board.is_empty:
         return title + "\n".join(f"- {note}" for note in board.notes) + "\n"
-    shown = bold_markdown(board, formatted(board))
+    shown = bold_markdown(board, markdown_safe(formatted(board)))
     parts = [
         title + shown.to_markdown(colalign=("left",) + ("right",) * len(shown.columns), disable_numparse=True),
         "\n".join(f"- {note}" for note in board.notes + ["Bold: the best value of each accuracy column."]),
@@ -216,10 +218,25 @@ def _render_markdown(board: Leaderboard) -> str:
     if not board.efficiency.empty:
         parts.append(
             "Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
-            + _efficiency_strings(board.efficiency).to_markdown(disable_numparse=True)
+            + markdown_safe(_efficiency_strings(board.efficiency)).to_markdown(disable_numparse=True)
         )
     parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
     return "\n\n".join(parts) + "\n"
+
+
+MARKDOWN_SPECIALS = "\\|*`[]<>"  # what would break a table row or turn a name from a record into markup
+
+
+def markdown_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in MARKDOWN_SPECIALS else ch for ch in str(text))
+
+
+def markdown_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its row labels and text cells escaped for a Markdown table."""
+    out = frame.apply(lambda column: column.map(lambda v: markdown_escape(v) if isinstance(v, str) else v))
+    out.index = [markdown_escape(label) for label in frame.index]
+    out.index.name = frame.index.name
+    return out
 
 
 def _efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import backbone, engine
 from ..data import prepare_suite_data
 from ..errors import PeftbenchError
 from ..store import Store
@@ -48,7 +49,9 @@ class Launcher:
 
 def execute(request: RunRequest, store: Store, launcher: Launcher) -> SweepOutcome | Submission:
     """Plan the request, write its manifest and a session of the units still to do, and launch them."""
-    units = plan(request)
+    units = plan(request)  # settings, options and the weights' location checked: nothing written yet
+    engine.resolve_device(request.device)
+    backbone.check_weights(request.model, request.weights)
     prepare_suite_data(request.suite, request.tasks, request.data_root)
     session = open_session(request, store, units)
     return launcher.launch(request, store, session, units)

@@ -21,8 +21,15 @@ def open_session(request: RunRequest, store: Store, units: list[Unit]) -> manife
     """Write the sweep's manifest and a new session holding the units this invocation must do."""
     sweep_id = request.sweep_id()
     manifest.write_manifest(store.root, sweep_id, request.payload(), [u.describe() for u in units])
-    todo = [u.key for u in units if needs_run(store.get(u.describe()), request)]
-    return manifest.start_session(store.root, sweep_id, request.payload(), todo)
+    found = {u.key: store.get(u.describe()) for u in units}
+    todo = [u.key for u in units if needs_run(found[u.key], request)]
+    replaces = {key: marker(found[key]) for key in todo if found[key] is not None}
+    return manifest.start_session(store.root, sweep_id, request.payload(), todo, replaces)
+
+
+def marker(record: Record) -> str:
+    """What tells one record of a unit from another written later: its session and finish time."""
+    return f"{record.unit.session if record.unit else ''}|{record.provenance.finished_at}"
 
 
 def needs_run(record: Record | None, request: RunRequest) -> bool:

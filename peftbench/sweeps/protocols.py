@@ -91,6 +91,7 @@ def plan_units(request, weights_identity: str) -> list[Unit]:
     for task in request.tasks:
         for cls in method_classes:
             template = _template(request, cls, task, weights_identity)
+            cls(**template.options)  # the method's own checks (rank >= 1, ...), before anything runs
             if request.protocol == "tune":
                 units.extend(_tune_units(request, cls, template))
             else:

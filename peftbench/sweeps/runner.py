@@ -49,6 +49,10 @@ class SplitLoader:
                 )
             except PeftbenchError as exc:
                 self._value = str(exc)
+            except (
+                Exception
+            ) as exc:  # a full cache disk, a bad file PIL chokes on: this unit's failure, not the sweep's
+                self._value = one_line(exc)
         return self._value
 
 
@@ -86,9 +90,7 @@ def run_spec(
             torch.cuda.empty_cache()
         return failed(record, f"out of memory: {str(exc).splitlines()[0]}", started)
     except Exception as exc:  # keep the sweep going; the record keeps the traceback
-        return dataclasses.replace(
-            failed(record, f"{type(exc).__name__}: {exc}", started), traceback=traceback.format_exc()
-        )
+        return dataclasses.replace(failed(record, one_line(exc), started), traceback=traceback.format_exc())
     metrics = Metrics(result.top1, split, result.final_train_loss)
     if result.test_curve:
         best_epoch, best = max(result.test_curve, key=lambda point: (point[1], -point[0]))
@@ -118,6 +120,12 @@ def run_spec(
         ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
     )
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def failed(record: Record, reason: str, started: float | None = None) -> Record:

@@ -17,6 +17,7 @@ from ..errors import PeftbenchError
 from ..record import Record, UnitInfo
 from ..store import Store
 from . import manifest, protocols
+from .plan import marker
 from .protocols import Unit
 from .request import RunRequest
 from .runner import SplitLoader, failed, new_record, run_spec
@@ -31,6 +32,7 @@ class SweepOutcome:
     failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)
     skipped_failed: list[tuple[Unit, str]] = dataclasses.field(default_factory=list)  # failed before; no --retry-failed
     submission: Any = None  # the Slurm launcher's job array, when the outcome waited for one
+    elsewhere: list[Unit] = dataclasses.field(default_factory=list)  # finished meanwhile by another session
 
     def skip(self, unit: Unit, record: Record | None) -> None:
         """Count a unit this session does not run (a failed one among the skipped failures)."""
@@ -73,16 +75,21 @@ def work(
     while pending:
         ran_one, waiting = False, []
         for unit in list(pending):
-            if _settled(store.get(unit.describe()), session, todo, unit.key):
-                pending.remove(unit)  # another worker finished it
+            found = store.get(unit.describe())
+            if _settled(found, session, todo, unit.key):
+                pending.remove(unit)  # another worker, of this session or a concurrent one, finished it
+                if found.unit is None or found.unit.session != session.id:
+                    outcome.elsewhere.append(unit)
                 continue
             trial_records = _trial_records(unit, store, session, todo)
-            if trial_records is None or not manifest.claim(session, unit.key, worker):
+            claimed = None if trial_records is None else manifest.claim(session, unit.key, worker)
+            if claimed is None:
                 waiting.append(unit)
                 continue
             try:
                 listener.run_started(unit)
-                record = _run_unit(request, unit, trial_records, splits, device, listener, session, worker)
+                with manifest.heartbeat(claimed):
+                    record = _run_unit(request, unit, trial_records, splits, device, listener, session, worker)
                 store.put(record)
             finally:
                 manifest.release(session, unit.key)
@@ -99,10 +106,14 @@ def work(
 
 
 def _settled(record: Record | None, session: manifest.Session, todo: set[str], key: str) -> bool:
-    """True when the unit needs nothing more in this session."""
+    """True when the unit needs nothing more in this session: it was not to be done, this session did
+    it, or another session wrote it meanwhile (it is not the record this session set out to replace),
+    so two identical commands run each unit once."""
     if record is None:
         return False
-    return key not in todo or (record.unit is not None and record.unit.session == session.id)
+    if key not in todo or (record.unit is not None and record.unit.session == session.id):
+        return True
+    return marker(record) != session.replaces.get(key)
 
 
 def _trial_records(unit: Unit, store: Store, session: manifest.Session, todo: set[str]) -> list[Record] | None:

@@ -48,7 +48,8 @@ def test_every_unit_whose_behaviour_did_not_change_is_skipped(earlier):
     command = ["run", "-m", "full", "-m", "linear", "-m", "ssf", "--suite", "vtab", "-t", "cifar100", "-t", "dtd",
                "-t", "eurosat", "--epochs", "1", "--set", "warmup_epochs=0"]  # fmt: skip
     result = CliRunner().invoke(app, [*command, *_options(data, results)])
-    assert result.exit_code == 0, result.output  # the units that failed then are skipped, not rerun
+    assert result.exit_code == 1, result.output  # the units that failed then are skipped, not rerun, and said so
+    assert "3 unit(s) failed in an earlier run and were skipped" in result.stderr
     assert "0 unit(s) finished, 9 skipped, 0 failed" in result.stdout, result.output
     assert _record_bytes(results) == before  # nothing rewritten
 
