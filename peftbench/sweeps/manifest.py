@@ -4,8 +4,8 @@
   waits for). Same request, same sweep id, same units: a rerun finds what is left from the records.
 - `sessions/<id>.json`: one invocation of `peftbench run`: the request and the units it must do
   (unfinished ones; failed ones too with --retry-failed; all with --force). Workers read it.
-- `claims/<unit key>.<attempt>`: created exclusively by the worker that runs the unit, in whatever
-  session, holding its host and pid; while the unit runs its worker touches the file every
+- `<results>/.sweeps/claims/<unit key>.<attempt>`: created exclusively by the worker that runs the
+  unit, in whatever session or sweep, holding its host and pid; while the unit runs its worker touches the file every
   HEARTBEAT_SECONDS. A claim is live while its process runs (same host) or, from another host (a
   Slurm node), while its heartbeat is younger than LEASE_SECONDS; a dead claim is taken over by
   the next attempt. So two sessions of one sweep never run a unit twice.
@@ -32,6 +32,11 @@ from ..errors import PeftbenchError
 SWEEPS = ".sweeps"
 HEARTBEAT_SECONDS = 60.0
 LEASE_SECONDS = 600.0  # a claim from another host without a heartbeat for this long is dead
+
+
+def claims_dir(root: Path) -> Path:
+    """Claims live beside the sweeps, not in one: unit keys are global, and two sweeps may share units."""
+    return Path(root) / SWEEPS / "claims"
 
 
 def sweep_dir(root: Path, sweep_id: str) -> Path:
@@ -76,7 +81,7 @@ class Session:
 
     @property
     def claims(self) -> Path:
-        return sweep_dir(self.root, self.sweep) / "claims"
+        return claims_dir(self.root)
 
 
 def start_session(
@@ -165,10 +170,10 @@ def release(session: Session, unit_key: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def live_claims(root: Path, sweep_id: str) -> set[str]:
-    """Unit keys held by a live process in any session of the sweep."""
+def live_claims(root: Path) -> set[str]:
+    """Unit keys held by a live process (in any session or sweep)."""
     held = set()
-    for path in (sweep_dir(root, sweep_id) / "claims").glob("*.*"):
+    for path in claims_dir(root).glob("*.*"):
         if claim_is_live(read_json_object(path), path):
             held.add(path.stem)
     return held

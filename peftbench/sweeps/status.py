@@ -29,9 +29,8 @@ def sweep_states(results: Path, suite: str | None = None) -> pd.DataFrame:
 def unit_states(root: Path, suite: str | None = None) -> pd.DataFrame:
     """One row per unit of every sweep under `root` (a unit in several sweeps counts once)."""
     store = Store(root)
-    rows = {}
+    rows, held = {}, live_claims(root)
     for sweep in manifests(root):
-        held = live_claims(root, sweep["sweep"])
         for unit in sweep["units"]:
             if suite and unit["suite"] != suite:
                 continue

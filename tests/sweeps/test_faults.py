@@ -257,3 +257,18 @@ def test_two_identical_commands_at_once_train_each_unit_once(tmp_path: Path):
     assert sum("done meanwhile by another session" in out_text for out_text, _ in outputs) >= 1
     sessions = {json.loads(p.read_text())["id"] for p in out.glob(".sweeps/*/sessions/*.json")}
     assert len(sessions) == 2
+
+
+def test_a_claim_from_another_host_is_live_while_its_heartbeat_is_fresh(tmp_path: Path):
+    import time
+
+    from peftbench.sweeps import manifest
+
+    path = tmp_path / "unit.0"
+    path.write_text(json.dumps({"host": "another-node", "pid": 1}))
+    data = json.loads(path.read_text())
+    assert manifest.claim_is_live(data, path)  # beat just now
+    stale = time.time() - manifest.LEASE_SECONDS - 1
+    os.utime(path, (stale, stale))
+    assert not manifest.claim_is_live(data, path)  # no heartbeat for the lease: taken over
+    assert manifest.HEARTBEAT_SECONDS * 5 <= manifest.LEASE_SECONDS
