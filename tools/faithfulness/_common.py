@@ -56,6 +56,19 @@ def paper_config(method: str, suite: str, task: str, **changes) -> TrainConfig:
     return train
 
 
+def vit_config(width: int, depth: int, heads: int, patch: int, dropout: float):
+    """A small ViT in the ml_collections layout of jeonsworld/ViT-pytorch, which RLRR's and VPT's code read."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict()
+    config.patches = ml_collections.ConfigDict({"size": (patch, patch)})
+    config.hidden_size = width
+    config.transformer = ml_collections.ConfigDict({"mlp_dim": 2 * width, "num_heads": heads, "num_layers": depth,
+                                                    "attention_dropout_rate": 0.0, "dropout_rate": dropout})  # fmt: skip
+    config.classifier, config.representation_size = "token", None
+    return config
+
+
 def parity_inputs(image: int) -> torch.Tensor:
     """The fp64 batch every module comparison feeds both models."""
     return torch.randn(4, 3, image, image, dtype=torch.float64, generator=torch.Generator().manual_seed(3))

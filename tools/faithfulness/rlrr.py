@@ -32,7 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
+from _common import (
+    Report,
+    finish,
+    logits_then_backward,
+    max_abs,
+    max_relative,
+    paper_config,
+    parse_args,
+    source_commit,
+    vit_config,
+)
 from PIL import Image
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
@@ -58,23 +68,7 @@ warnings.filterwarnings("ignore")  # their torch.cuda.amp calls warn on a CPU-on
 
 
 def their_config(width: int = WIDTH, depth: int = DEPTH):
-    import ml_collections
-
-    config = ml_collections.ConfigDict()
-    config.patches = ml_collections.ConfigDict({"size": (PATCH, PATCH)})
-    config.hidden_size = width
-    config.transformer = ml_collections.ConfigDict(
-        {
-            "mlp_dim": 2 * width,
-            "num_heads": HEADS,
-            "num_layers": depth,
-            "attention_dropout_rate": 0.0,
-            "dropout_rate": 0.0,
-        }
-    )
-    config.classifier = "token"
-    config.representation_size = None
-    return config
+    return vit_config(width, depth, HEADS, PATCH, 0.0)
 
 
 def models(width: int = WIDTH, depth: int = DEPTH, seed: int = 0):

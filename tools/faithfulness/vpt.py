@@ -21,7 +21,7 @@ import types
 import warnings
 
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, parse_args, source_commit
+from _common import Report, finish, logits_then_backward, max_abs, max_relative, parse_args, source_commit, vit_config
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -33,23 +33,8 @@ CLONE, COMMIT = "https://github.com/KMnP/vpt", "4410440ec1b489f24f66b9fad3d9b10f
 WIDTH, DEPTH, HEADS, IMAGE, PATCH, CLASSES, TOKENS = 64, 3, 2, 32, 4, 10, 5
 
 
-def tiny_config(width: int, depth: int):
-    import ml_collections
-
-    config = ml_collections.ConfigDict()
-    config.patches = ml_collections.ConfigDict({"size": (PATCH, PATCH)})
-    config.hidden_size = width
-    config.transformer = ml_collections.ConfigDict(
-        {
-            "mlp_dim": 2 * width,
-            "num_heads": HEADS,
-            "num_layers": depth,
-            "attention_dropout_rate": 0.0,
-            "dropout_rate": 0.1,
-        }
-    )
-    config.classifier, config.representation_size = "token", None
-    return config
+def tiny_config(width: int = WIDTH, depth: int = DEPTH):
+    return vit_config(width, depth, HEADS, PATCH, 0.1)
 
 
 def prompt_config(deep: bool, dropout: float):
