@@ -22,7 +22,7 @@ from ..data import prepare_suite_data
 from ..errors import PeftbenchError
 from ..store import Store
 from .manifest import Session, load_session, sweep_dir
-from .plan import open_session, plan
+from .plan import marker, open_session, plan
 from .protocols import Unit
 from .request import RunRequest
 from .work import SweepListener, SweepOutcome, work
@@ -249,6 +249,12 @@ def outcome_of(session: Session, units: list[Unit], store: Store) -> SweepOutcom
         record = store.get(unit.describe())
         if unit.key not in todo:
             outcome.skip(unit, record)
+        elif (
+            record is not None
+            and (record.unit is None or record.unit.session != session.id)
+            and (marker(record) != session.replaces.get(unit.key))
+        ):
+            outcome.elsewhere.append(unit)  # written meanwhile by another session
         elif record is None or record.unit is None or record.unit.session != session.id:
             outcome.failed.append((unit, "not run: its worker stopped before it (rerun the command to resume)"))
         elif record.ok:
