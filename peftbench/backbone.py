@@ -261,9 +261,13 @@ def reset_head(model: VisionTransformer, num_classes: int) -> None:
 
 
 def init_head(model: VisionTransformer, how: str) -> None:
-    """`zero` (RLRR's zero_head) or `trunc_normal`: weight trunc_normal(std 0.02, cut at ±2), bias 0,
-    timm's ViT init of a new Linear (SSF's head; NOAH's `reset_classifier`)."""
+    """`zero` (RLRR's zero_head), `trunc_normal` (weight trunc_normal(std 0.02, cut at ±2), bias 0:
+    timm's ViT init of a new Linear, SSF's head, NOAH's `reset_classifier`) or `linear` (nn.Linear's own
+    init: timm 0.4's `reset_classifier`, FacT's head)."""
     for head in heads(model):
+        if how == "linear":
+            head.reset_parameters()
+            continue
         if how == "trunc_normal":
             nn.init.trunc_normal_(head.weight, std=0.02, a=-2.0, b=2.0)
         else:

@@ -76,8 +76,9 @@ CHOICES = {
     # auto: bf16 autocast on CUDA, fp32 on the CPU; fp16: fp16 autocast with a GradScaler (RLRR, SSF --amp)
     "precision": ("auto", "fp32", "bf16", "fp16"),
     # zero: weight and bias 0 (RLRR's zero_head); trunc_normal: weight trunc_normal(std 0.02, cut at
-    # ±2), bias 0 (timm's ViT init, which SSF's and NOAH's heads start from)
-    "head_init": ("zero", "trunc_normal"),
+    # ±2), bias 0 (timm's ViT init, which SSF's and NOAH's heads start from); linear: nn.Linear's own
+    # init (timm 0.4's reset_classifier, which FacT's head starts from)
+    "head_init": ("zero", "trunc_normal", "linear"),
 }
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+import peftbench
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
 from peftbench.errors import PeftbenchError
 from peftbench.methods import get_method
@@ -193,3 +194,34 @@ def test_q_and_v_draw_their_own_dropout_masks_as_peft_unless_shared(masks: str, 
     assert LoRA().dropout_masks == "per_projection" and LoRA(dropout_masks="shared").dropout_masks == "shared"
     with pytest.raises(PeftbenchError, match="dropout_masks"):
         LoRA(dropout_masks="one")
+
+
+@pytest.mark.parametrize("name, per_task", [("fact_tt", {"cifar": (8, 1.0), "svhn": (16, 100.0)}),
+                                            ("fact_tk", {"cifar": (32, 0.1)})])  # fmt: skip
+def test_fact_paper_settings_take_the_per_task_rank_and_scale_and_fold(name: str, per_task: dict):
+    """FacT's configs/{tt,tk}/<task>.yaml as data; the update folds into a plain timm ViT."""
+    from peftbench.settings import resolve
+    from peftbench.suites import get_suite
+    from peftbench.sweeps.paper_settings import published
+
+    vtab = get_suite("vtab1k")
+    for task, (rank, scale) in per_task.items():
+        train, options = resolve(get_method(name), vtab.defaults, published(name, vtab, vtab.task(task)).settings)
+        assert (options["rank"], options["scale"]) == (rank, scale)
+        assert (train.scheduler, train.head_init, train.precision, train.total_epochs) == (
+            "timm-epoch",
+            "linear",
+            "fp32",
+            100,
+        )
+    torch.manual_seed(0)
+    model = peftbench.build_model(name, "vit_micro_patch4_32", 5, pretrained=False, rank=4)
+    with torch.no_grad():
+        for p in model.fact.parameters():
+            p.normal_(0, 0.1)
+        model.head.weight.normal_()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    merged = peftbench.merge(model)
+    assert not any("fact" in k for k in merged.state_dict())
+    torch.testing.assert_close(merged(x), model(x), rtol=1e-4, atol=1e-4)

@@ -41,6 +41,8 @@ FORMULAS = {
     "rlrr": DEPTH * (3 * 3 * D + 3 * D + (D + 2 * HIDDEN) + (HIDDEN + 2 * D) + 2 * 2 * D) + 2 * D + 2 * D,
     "vpt_shallow": 10 * D,
     "vpt_deep": DEPTH * 10 * D,
+    "fact_tt": 2 * D * 8 + DEPTH * 12 * 8 * 8,  # U, V; per block r² for q, k, v, proj and 4r² for fc1, fc2
+    "fact_tk": 2 * D * 8 + 8**3 + 8 * 12 * DEPTH,  # U, V, the core C, the loadings P
 }
 # methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as
 # NOAH's code is written (its runs started from timm's re-initialisation of A and B, see lora_qkv.py)
@@ -51,6 +53,8 @@ IDENTITY_AT_INIT = {
     "lora": {},
     "lora_qkv": {"init": "as_written"},
     "adaptformer": {},
+    "fact_tt": {},  # V starts at zero
+    "fact_tk": {},
 }
 
 
