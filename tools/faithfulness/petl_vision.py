@@ -1,0 +1,144 @@
+"""peftbench's `ln_tune` and `difffit` run beside OSU-MLB/PETL_Vision, which builds both.
+
+    git clone https://github.com/OSU-MLB/PETL_Vision && git -C PETL_Vision checkout 245d2628754fa25bc56bdcbd7e63f0a4ac2eaaed
+    python tools/faithfulness/petl_vision.py --source PETL_Vision [--out petl_vision.md]
+
+Their modules run unchanged: model/vision_transformer.py (`VisionTransformerPETL`), model/block.py
+(`difffit_gamma1/2`). Two things are read from their files rather than imported, because importing
+those modules pulls their data stack (TensorFlow, OpenAI CLIP): the `params` their model reads, from
+main.py's own `setup_parser()` (the function is compiled from their file and run), and the trainable
+rule, experiment/build_model.py's `TUNE_MODULES` list plus the names `--ln` / `--difffit` add to it
+("norm"; "bias" and "norm"), applied as their `any(m in name for m in TUNE_MODULES)`. Their model is
+called as `forward_head(forward_features(x))`: today's timm passes `forward_features` arguments their
+subclass predates. Checks at a small width with the same weights: logits and every gradient in fp64,
+the training forward with drop path 0.5 (the γ after the drop path), trainable counts, the γ init.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import warnings
+from pathlib import Path
+
+import torch
+from _common import Report, finish, max_abs, parity_inputs, parse_args, source_commit
+from timm.models.vision_transformer import VisionTransformer
+
+from peftbench import backbone
+from peftbench.api import adapt
+from peftbench.methods import get_method
+
+CLONE, COMMIT = "https://github.com/OSU-MLB/PETL_Vision", "245d2628754fa25bc56bdcbd7e63f0a4ac2eaaed"
+WIDTH, DEPTH, HEADS, IMAGE, PATCH, CLASSES = 64, 2, 2, 32, 4, 10
+FLAGS = {"ln_tune": ("--ln", ("norm",)), "difffit": ("--difffit", ("bias", "norm"))}
+warnings.filterwarnings("ignore")
+
+
+def their_params(source: Path, flag: str) -> argparse.Namespace:
+    """main.py's setup_parser(), compiled from their file and run, parsing `flag`."""
+    tree = ast.parse((source / "main.py").read_text())
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "setup_parser")
+    namespace = {"argparse": argparse}
+    exec(compile(ast.Module([function], []), str(source / "main.py"), "exec"), namespace)
+    return namespace["setup_parser"]().parse_args([flag])
+
+
+def their_tune_modules(source: Path, added: tuple[str, ...]) -> list[str]:
+    tree = ast.parse((source / "experiment" / "build_model.py").read_text())
+    assign = next(
+        n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "TUNE_MODULES"
+    )
+    return [*ast.literal_eval(assign.value), *added]
+
+
+def models(source: Path, method: str, drop_path: float = 0.0, seed: int = 0):
+    from model.vision_transformer import VisionTransformerPETL
+
+    flag, added = FLAGS[method]
+    torch.manual_seed(seed)
+    ours = VisionTransformer(img_size=IMAGE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS,
+                             mlp_ratio=4.0, num_classes=CLASSES, drop_path_rate=drop_path)  # fmt: skip
+    backbone.reset_head(ours, CLASSES)
+    theirs = VisionTransformerPETL(img_size=IMAGE, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS,
+                                   mlp_ratio=4.0, num_classes=CLASSES, drop_path_rate=drop_path,
+                                   params=their_params(source, flag))  # fmt: skip
+    tune = their_tune_modules(source, added)
+    for name, p in theirs.named_parameters():  # their get_model's rule
+        p.requires_grad_(any(m in name for m in tune))
+    adapt(ours, get_method(method)())
+    return ours, theirs
+
+
+def their_name(name: str) -> str:
+    for ours, theirs in ((".drop_path1.gamma", ".difffit_gamma1"), (".drop_path2.gamma", ".difffit_gamma2")):
+        name = name.replace(ours, theirs)
+    return name
+
+
+def pairs(ours, theirs):
+    their = dict(theirs.named_parameters())
+    return [(n, p, their[their_name(n)]) for n, p in ours.named_parameters()]
+
+
+@torch.no_grad()
+def share_values(ours, theirs) -> None:
+    generator = torch.Generator().manual_seed(7)
+    for name, mine, their in pairs(ours, theirs):
+        if mine.requires_grad:
+            mine.add_(torch.randn(mine.shape, generator=generator) * 0.05)
+        their.copy_(mine)
+
+
+def forward(theirs, x):
+    return theirs.forward_head(theirs.forward_features(x))
+
+
+def check_method(report: Report, source: Path, method: str) -> None:
+    ours, theirs = models(source, method)
+    share_values(ours, theirs)
+    ours, theirs = ours.double().eval(), theirs.double().eval()
+    x, y = parity_inputs(IMAGE), torch.tensor([0, 3, 5, 9])
+    difference = max_abs(ours(x), forward(theirs, x))
+    report.check(f"{method}: logits, fp64, max abs difference", difference, "1e-10", difference <= 1e-10)
+    torch.nn.functional.cross_entropy(ours(x), y).backward()
+    torch.nn.functional.cross_entropy(forward(theirs, x), y).backward()
+    trainable = [(n, m, t) for n, m, t in pairs(ours, theirs) if m.requires_grad]
+    worst = max(max_abs(m.grad, t.grad) for _, m, t in trainable)
+    report.check(f"{method}: gradients of all {len(trainable)} trainable tensors, fp64, max abs difference", worst,
+                 "1e-10", worst <= 1e-10)  # fmt: skip
+    same = all(m.requires_grad == t.requires_grad for _, m, t in pairs(ours, theirs))
+    counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (ours, theirs)]
+    report.check(f"{method}: trainable parameters (same tensors; count ours / theirs)", f"{counts[0]:,} / {counts[1]:,}",
+                 "equal", same and counts[0] == counts[1])  # fmt: skip
+    if method == "difffit":
+        ours, theirs = models(source, method, drop_path=0.5)
+        share_values(ours, theirs)
+        ours, theirs = ours.double().train(), theirs.double().train()
+        torch.manual_seed(123)
+        mine = ours(x)
+        torch.manual_seed(123)
+        their = forward(theirs, x)
+        difference = max_abs(mine, their)
+        report.check(f"{method}: training forward with drop path 0.5 (same masks), fp64, max abs difference",
+                     difference, "1e-10", difference <= 1e-10)  # fmt: skip
+        fresh_ours, fresh_theirs = models(source, method)
+        gammas = [(m, t) for n, m, t in pairs(fresh_ours, fresh_theirs) if n.endswith(".gamma")]
+        ones = all(torch.equal(m, t) and bool((m == 1).all()) for m, t in gammas)
+        report.check(f"{method}: init of the {len(gammas)} γ vectors: ones on both sides", "yes" if ones else "no", "yes",
+                     ones)  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
+    commit = source_commit(args.source)
+    report = Report("LayerNorm tuning and DiffFit (Xie et al., ICCV 2023) as PETL_Vision builds them: `ln_tune`, `difffit`",
+                    f"[OSU-MLB/PETL_Vision]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    "model/vision_transformer.py, model/block.py, experiment/build_model.py (rule), main.py (params)")  # fmt: skip
+    for method in FLAGS:
+        check_method(report, args.source, method)
+    finish(report, args)
+
+
+if __name__ == "__main__":
+    main()
