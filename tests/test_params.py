@@ -19,6 +19,7 @@ VIT_B_100_CLASSES = {
     "vpt_shallow": 84_580,
     "bitfit": 179_812,
     "fact_tt": 76_900 + 21_504,  # r = 8: U and V (2 x 768 x 8) + 12 blocks x 12 r²
+    "convpass": 76_900 + 327_552,  # the paper's 0.33 M: 24 bypasses x (6,152 + 584 + 6,912)
     "ln_tune": 76_900 + 38_400,  # 25 LayerNorms x 2 x 768
     "difffit": 76_900 + 140_544,  # BitFit's 102,912 + the LayerNorm weights (19,200) + 2 x 768 x 12 factors
     "fact_tk": 76_900 + 13_952,  # r = 8 (the default): U and V (12,288) + C (8³) + P (8 x 144)

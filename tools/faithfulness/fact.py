@@ -19,7 +19,6 @@ stepped as it steps it.
 from __future__ import annotations
 
 import copy
-import re
 import sys
 import types
 import warnings
@@ -27,7 +26,17 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
+from _common import (
+    Report,
+    finish,
+    logits_then_backward,
+    max_abs,
+    max_relative,
+    paper_config,
+    parse_args,
+    script_scheduler_lrs,
+    source_commit,
+)
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -146,25 +155,6 @@ def check_variant(report: Report, module, variant: str) -> None:
                      "> 0.01", p_value > 0.01)  # fmt: skip
 
 
-def their_scheduler_lrs(source: Path, variant: str, lr: float) -> list[float]:
-    """The CosineLRScheduler call in their script (its arguments read from the file), stepped
-    `scheduler.step(ep)` after each of their `epoch=` epochs, as their train() does."""
-    from timm.scheduler.cosine_lr import CosineLRScheduler
-
-    text = (source / "FacT" / f"fact_{variant}.py").read_text()
-    call = re.search(r"CosineLRScheduler\(opt,([^)]*)\)", text).group(1)
-    kwargs = {k.strip(): float(v) for k, v in (part.split("=") for part in call.replace("\n", "").split(","))}
-    epochs = int(re.search(r"scheduler, epoch=(\d+)\)", text).group(1))
-    kwargs = {k: int(v) if k in ("t_initial", "warmup_t") else v for k, v in kwargs.items()}
-    kwargs["cycle_decay"] = kwargs.pop("decay_rate", 1.0)  # timm 0.4's name; one cycle, so it changes nothing
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler, lrs = CosineLRScheduler(optimizer, **kwargs), []
-    for epoch in range(epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(epoch)
-    return lrs
-
-
 def check_recipe(report: Report, source: Path, variant: str) -> None:
     name, differ, worst = f"fact_{variant}", [], 0.0
     tasks = get_suite("vtab1k").tasks
@@ -178,7 +168,10 @@ def check_recipe(report: Report, source: Path, variant: str) -> None:
         train, options = resolve(get_method(name), get_suite("vtab1k").defaults, found.settings)
         if (options["rank"], options["scale"]) != (config["rank"], config["scale"]):
             differ.append(task.name)
-        worst = max(worst, max_relative(lr_per_epoch(train), their_scheduler_lrs(source, variant, train.lr)))
+        worst = max(
+            worst,
+            max_relative(lr_per_epoch(train), script_scheduler_lrs(source / "FacT" / f"fact_{variant}.py", train.lr)),
+        )
     report.check(f"{name}: per-task rank and scale vs configs/{variant}/<task>.yaml",
                  f"{len(tasks) - len(differ)}/{len(tasks)}" + (f" (differ: {differ})" if differ else ""), "all",
                  not differ)  # fmt: skip
