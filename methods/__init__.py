@@ -3,7 +3,21 @@
 `get_method`, `all_methods` and `resolve_method_names` look methods up by name, plugins included.
 """
 
-from . import adapter, bitfit, convpass, fact, full, linear, lora, lora_qkv, norm_tuning, rlrr, ssf, vpt  # noqa: F401  (registers the built-ins)
+from . import (  # noqa: F401  (registers the built-ins)
+    adapter,
+    bitfit,
+    convpass,
+    fact,
+    full,
+    linear,
+    lora,
+    lora_qkv,
+    norm_tuning,
+    rlrr,
+    sequential_adapters,
+    ssf,
+    vpt,
+)
 from ._registry import all_methods, get_method, register_method, resolve_method_names
 from .base import Method, freeze_all
 

@@ -108,6 +108,25 @@ def check_options(method: str, dim: int, dropout: float) -> None:
         raise PeftbenchError(f"{method}: dropout must be in [0, 1), got {dropout}")
 
 
+def check_init(method: str, init: str) -> None:
+    if init not in ("effective", "as_written"):
+        raise PeftbenchError(f"{method}: init must be 'effective' or 'as_written', got '{init}'")
+
+
+@torch.no_grad()
+def init_bottleneck(adapter: Bottleneck, init: str) -> None:
+    """`effective`: trunc_normal(std 0.02, cut at ±2) weights and zero biases, what timm's ViT
+    `init_weights` leaves when it runs after the adapter is built (NOAH's and PETL_Vision's models);
+    `as_written`: the adapter's own Xavier weights and normal(std 1e-6) biases."""
+    for linear in (adapter.down, adapter.up):
+        if init == "effective":
+            nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0)
+            nn.init.zeros_(linear.bias)
+        else:
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.normal_(linear.bias, std=1e-6)
+
+
 def bottlenecks(model: nn.Module, method: str, dim: int, activation: type[nn.Module], dropout: float):
     """Freeze `model` and yield each pre-norm block with a new bottleneck on the model's device."""
     blocks = pre_norm_blocks(model, method)
@@ -159,18 +178,11 @@ class Adapter(Method):
 
     def __post_init__(self) -> None:
         check_options(self.name, self.dim, self.dropout)
-        if self.init not in ("effective", "as_written"):
-            raise PeftbenchError(f"adapter: init must be 'effective' or 'as_written', got '{self.init}'")
+        check_init(self.name, self.init)
 
     def apply(self, model: nn.Module) -> None:
         for block, adapter in bottlenecks(model, self.name, self.dim, QuickGELU, self.dropout):
-            for linear in (adapter.down, adapter.up):
-                if self.init == "effective":
-                    nn.init.trunc_normal_(linear.weight, std=0.02, a=-2.0, b=2.0)
-                    nn.init.zeros_(linear.bias)
-                else:
-                    nn.init.xavier_uniform_(linear.weight)
-                    nn.init.normal_(linear.bias, std=1e-6)
+            init_bottleneck(adapter, self.init)
             block.drop_path2 = AdapterAfterBranch(block.drop_path2, adapter)
 
 

@@ -12,6 +12,11 @@ from ._registry import register_method
 from .base import Method, freeze_all
 from .bitfit import bias_names
 
+# PETL_Vision's defaults (main.py, experiment/config/default_vtab_processed.yml; engine/trainer.py
+# steps timm's CosineLRScheduler `step(epoch)` after each epoch); lr and wd are tuned (lr_wd_vtab_processed.yml).
+PETL_VISION_DEFAULTS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_lr": 1e-6, "min_lr": 1e-5,
+                        "scheduler": "timm-epoch", "drop_path": 0.1}  # fmt: skip
+
 
 def norm_names(model: nn.Module) -> list[str]:
     """Every LayerNorm's weight and bias (norm1, norm2 of each block, the final norm)."""
@@ -32,6 +37,8 @@ class LayerNormTuning(Method):
 
     summary = "LayerNorm tuning: only the LayerNorms' affine parameters train"
     mergeable = True
+    train_defaults = PETL_VISION_DEFAULTS
+    tune_grid = {"lr": (1e-3, 1e-2), "weight_decay": (1e-4, 1e-3)}  # experiment/config/lr_wd_vtab_processed.yml
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
@@ -73,6 +80,8 @@ class DiffFit(Method):
 
     summary = "DiffFit: biases, LayerNorms and a per-channel scale on every residual branch"
     mergeable = True
+    train_defaults = PETL_VISION_DEFAULTS
+    tune_grid = LayerNormTuning.tune_grid
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)

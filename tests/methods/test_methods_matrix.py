@@ -28,6 +28,7 @@ METHODS = sorted(registry.all_methods())
 CLASSES = 5
 D, DEPTH, HIDDEN = 128, 4, 512  # vit_micro_patch4_32
 HEAD = D * CLASSES + CLASSES
+CONVPASS_BYPASS = D * 8 + 8 + 9 * 8 * 8 + 8 + 8 * D + D  # down, 3x3 conv, up
 # trainable parameters without the head, from each paper's definition
 FORMULAS = {
     "full": 808_064,
@@ -43,12 +44,10 @@ FORMULAS = {
     "vpt_deep": DEPTH * 10 * D,
     "fact_tt": 2 * D * 8 + DEPTH * 12 * 8 * 8,  # U, V; per block r² for q, k, v, proj and 4r² for fc1, fc2
     "fact_tk": 2 * D * 8 + 8**3 + 8 * 12 * DEPTH,  # U, V, the core C, the loadings P
-    "ln_tune": 2 * D * (2 * DEPTH + 1),
-    "convpass": DEPTH
-    * 2
-    * (
-        D * 8 + 8 + 9 * 8 * 8 + 8 + 8 * D + D
-    ),  # down, 3x3 conv, up; two per block  # norm1, norm2 of each block and the final norm
+    "ln_tune": 2 * D * (2 * DEPTH + 1),  # norm1, norm2 of each block and the final norm
+    "convpass": DEPTH * 2 * CONVPASS_BYPASS,  # two per block
+    "adapter_houlsby": DEPTH * 2 * (D * 8 + 8 + 8 * D + D),  # after the attention and after the MLP
+    "adapter_pfeiffer": DEPTH * (D * 8 + 8 + 8 * D + D),  # after the MLP
     "difffit": DEPTH * (D + 3 * D + D + D + HIDDEN + D) + D + D + D * (2 * DEPTH + 1) + 2 * D * DEPTH,
 }
 # methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as
