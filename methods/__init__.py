@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (registers the built-ins)
     lora,
     lora_qkv,
     norm_tuning,
+    repadapter,
     rlrr,
     sequential_adapters,
     ssf,

@@ -24,6 +24,8 @@ VIT_B_100_CLASSES = {
     "difffit": 76_900 + 140_544,  # BitFit's 102,912 + the LayerNorm weights (19,200) + 2 x 768 x 12 factors
     "adapter_houlsby": 76_900 + 313_536,  # d = 8: 24 adapters x (2 x 768 x 8 + 8 + 768)
     "adapter_pfeiffer": 76_900 + 156_768,  # d = 8: 12 adapters x 13,064
+    "repadapter": 76_900
+    + 239_808,  # 24 x (768 x 8 + 8 + 768 x 4 + 768); the paper's 0.22 M is the weights alone, 24 x 9,216
     "fact_tk": 76_900 + 13_952,  # r = 8 (the default): U and V (12,288) + C (8³) + P (8 x 144)
 }
 

@@ -155,7 +155,7 @@ def finish(report: Report, args: argparse.Namespace) -> None:
 
 
 def script_scheduler_lrs(script: Path, lr: float) -> list[float]:
-    """The lr of every epoch of a JieShibo/PETL-ViT script (FacT, Convpass): its `CosineLRScheduler(opt, ...)`
+    """The lr of every epoch of a JieShibo/PETL-ViT-style script (FacT, Convpass, RepAdapter): its `CosineLRScheduler(opt, ...)`
     call, arguments read from the file, stepped `scheduler.step(ep)` after each of its `epoch=` epochs."""
     import re
 
@@ -166,7 +166,7 @@ def script_scheduler_lrs(script: Path, lr: float) -> list[float]:
     kwargs = {k.strip(): float(v) for k, v in (part.split("=") for part in call.replace("\n", "").split(","))}
     kwargs = {k: int(v) if k in ("t_initial", "warmup_t") else v for k, v in kwargs.items()}
     kwargs["cycle_decay"] = kwargs.pop("decay_rate", 1.0)  # timm 0.4's name; one cycle, so it changes nothing
-    epochs = int(re.search(r"scheduler, epoch=(\d+)\)", text).group(1))
+    epochs = int(re.search(r"scheduler, epoch=(\d+)[,)]", text).group(1))
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     scheduler, lrs = CosineLRScheduler(optimizer, **kwargs), []
     for epoch in range(epochs):

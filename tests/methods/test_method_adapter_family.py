@@ -1,5 +1,6 @@
-"""Houlsby's and Pfeiffer's adapters as PETL_Vision builds them: each block's equation against a
-computation by hand on vit_micro_patch4_32, the drop path that runs twice, the effective init, the grid."""
+"""Houlsby's and Pfeiffer's adapters as PETL_Vision builds them (each block's equation against a
+computation by hand on vit_micro_patch4_32, the drop path that runs twice, the effective init, the
+grid) and RepAdapter's group-wise up projection and fold."""
 
 from __future__ import annotations
 
@@ -75,3 +76,26 @@ def test_their_grid_and_bad_options():
         get_method("adapter_pfeiffer")(init="xavier")
     with pytest.raises(PeftbenchError, match="dim must be at least 1"):
         get_method("adapter_houlsby")(dim=0)
+
+
+def test_repadapter_up_projection_is_group_wise_and_folds_into_qkv_and_fc1():
+    """RepAdapter's B: output group g reads only input group g (their Conv1d groups=2); merged, the
+    adapter disappears into attn.qkv and mlp.fc1 with equal outputs."""
+    model = adapted("repadapter", scale=0.5)
+    wrapper = model.blocks[0].attn.qkv
+    with torch.no_grad():
+        wrapper.up_weight.normal_()
+    up = wrapper.dense_up()
+    assert up.shape == (128, 8) and not up[:64, 4:].any() and not up[64:, :4].any() and up[:64, :4].all()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+        model.eval()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+        merged = get_method("repadapter")().merge(model)
+        assert all(type(b.attn.qkv) is torch.nn.Linear and type(b.mlp.fc1) is torch.nn.Linear for b in merged.blocks)
+        assert set(merged.state_dict()) == set(timm.create_model("vit_micro_patch4_32", num_classes=5).state_dict())
+        torch.testing.assert_close(merged(x), model(x), rtol=0, atol=1e-5)
+    with pytest.raises(PeftbenchError, match="dim must be a positive multiple of groups"):
+        get_method("repadapter")(dim=7)
