@@ -85,6 +85,26 @@ def logits_then_backward(report: Report, ours, theirs, image: int, prefix: str =
     return x
 
 
+@torch.no_grad()
+def share_values(triples) -> None:
+    """For (name, ours, theirs) triples: perturb our trainable tensors (no check may pass on an init of
+    zeros), then copy every tensor of ours into theirs, viewed in their shape."""
+    generator = torch.Generator().manual_seed(7)
+    for _, mine, their in triples:
+        if mine.requires_grad:
+            mine.add_(torch.randn(mine.shape, generator=generator) * 0.05)
+        their.copy_(mine.view_as(their))
+
+
+def same_masks_difference(run_ours, run_theirs) -> float:
+    """Max abs difference of two training-mode forwards, each run from the same torch seed, so their
+    dropout and drop-path masks are the same draws when the modules consume them in the same order."""
+    torch.manual_seed(123)
+    mine = run_ours()
+    torch.manual_seed(123)
+    return max_abs(mine, run_theirs())
+
+
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().double() - b.detach().double()).abs().max().item()
 

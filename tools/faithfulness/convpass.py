@@ -28,7 +28,9 @@ from _common import (
     max_abs,
     max_relative,
     parse_args,
+    same_masks_difference,
     script_scheduler_lrs,
+    share_values,
     source_commit,
 )
 from scipy import stats
@@ -78,19 +80,10 @@ def pairs(ours, theirs):
     return out
 
 
-@torch.no_grad()
-def share_values(ours, theirs) -> None:
-    generator = torch.Generator().manual_seed(7)
-    for _, mine, their in pairs(ours, theirs):
-        if mine.requires_grad:
-            mine.add_(torch.randn(mine.shape, generator=generator) * 0.05)
-        their.copy_(mine)
-
-
 def check_module(report: Report, module) -> None:
     for xavier in (False, True):
         ours, theirs = models(module, xavier, 0.5)
-        share_values(ours, theirs)
+        share_values(pairs(ours, theirs))
         ours, theirs = ours.double().eval(), theirs.double().eval()
         x = logits_then_backward(report, ours, theirs, 224, f"xavier_init={xavier}: ")
         trainable = [(n, m, t) for n, m, t in pairs(ours, theirs) if m.requires_grad]
@@ -98,13 +91,9 @@ def check_module(report: Report, module) -> None:
         report.check(f"xavier_init={xavier}: gradients of all {len(trainable)} trainable tensors, fp64, max abs difference",
                      worst, "1e-10", worst <= 1e-10)  # fmt: skip
     ours, theirs = models(module, False, 0.5, drop_path=0.5)
-    share_values(ours, theirs)
+    share_values(pairs(ours, theirs))
     ours, theirs = ours.double().train(), theirs.double().train()
-    torch.manual_seed(123)
-    mine = ours(x)
-    torch.manual_seed(123)
-    their = theirs(x)
-    difference = max_abs(mine, their)
+    difference = same_masks_difference(lambda: ours(x), lambda: theirs(x))
     report.check("training forward with drop path 0.5 and dropout 0.1 (same masks), fp64, max abs difference",
                  difference, "1e-10", difference <= 1e-10)  # fmt: skip
     big_ours, big_theirs = models(module, False, 0.1, depth=12)

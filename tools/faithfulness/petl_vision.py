@@ -22,7 +22,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import Report, finish, max_abs, parity_inputs, parse_args, source_commit
+from _common import (
+    Report,
+    finish,
+    max_abs,
+    parity_inputs,
+    parse_args,
+    same_masks_difference,
+    share_values,
+    source_commit,
+)
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -94,22 +103,13 @@ def pairs(ours, theirs):
     return [(n, p, their[their_name(n)]) for n, p in ours.named_parameters()]
 
 
-@torch.no_grad()
-def share_values(ours, theirs) -> None:
-    generator = torch.Generator().manual_seed(7)
-    for name, mine, their in pairs(ours, theirs):
-        if mine.requires_grad:
-            mine.add_(torch.randn(mine.shape, generator=generator) * 0.05)
-        their.copy_(mine)
-
-
 def forward(theirs, x):
     return theirs.forward_head(theirs.forward_features(x))
 
 
 def check_method(report: Report, source: Path, method: str) -> None:
     ours, theirs = models(source, method)
-    share_values(ours, theirs)
+    share_values(pairs(ours, theirs))
     ours, theirs = ours.double().eval(), theirs.double().eval()
     x, y = parity_inputs(IMAGE), torch.tensor([0, 3, 5, 9])
     difference = max_abs(ours(x), forward(theirs, x))
@@ -126,13 +126,9 @@ def check_method(report: Report, source: Path, method: str) -> None:
                  "equal", same and counts[0] == counts[1])  # fmt: skip
     if method != "ln_tune":
         ours, theirs = models(source, method, drop_path=0.5)
-        share_values(ours, theirs)
+        share_values(pairs(ours, theirs))
         ours, theirs = ours.double().train(), theirs.double().train()
-        torch.manual_seed(123)
-        mine = ours(x)
-        torch.manual_seed(123)
-        their = forward(theirs, x)
-        difference = max_abs(mine, their)
+        difference = same_masks_difference(lambda: ours(x), lambda: forward(theirs, x))
         report.check(f"{method}: training forward with drop path 0.5 (same masks), fp64, max abs difference",
                      difference, "1e-10", difference <= 1e-10)  # fmt: skip
     if method.startswith("adapter_"):

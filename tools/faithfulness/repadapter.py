@@ -30,7 +30,9 @@ from _common import (
     max_relative,
     parity_inputs,
     parse_args,
+    same_masks_difference,
     script_scheduler_lrs,
+    share_values,
     source_commit,
 )
 from scipy import stats
@@ -85,18 +87,9 @@ def same_shape(theirs: torch.Tensor) -> torch.Tensor:
     return theirs.squeeze(-1) if theirs.ndim == 3 else theirs
 
 
-@torch.no_grad()
-def share_values(ours, theirs) -> None:
-    generator = torch.Generator().manual_seed(7)
-    for _, mine, their in pairs(ours, theirs):
-        if mine.requires_grad:
-            mine.add_(torch.randn(mine.shape, generator=generator) * 0.05)
-        their.copy_(mine.view_as(their))
-
-
 def check_method(report: Report, module, method: str) -> None:
     ours, theirs = models(module, method, 0.7)
-    share_values(ours, theirs)
+    share_values(pairs(ours, theirs))
     ours, theirs = ours.double().eval(), theirs.double().eval()
     logits_then_backward(report, ours, theirs, IMAGE, f"{method}: ")
     trainable = [(n, m, t) for n, m, t in pairs(ours, theirs) if m.requires_grad]
@@ -123,17 +116,13 @@ def check_module(report: Report, module) -> None:
     for method in PLACEMENT:
         check_method(report, module, method)
     ours, theirs = models(module, "repblock", 0.7, drop_path=0.5)
-    share_values(ours, theirs)
+    share_values(pairs(ours, theirs))
     ours, theirs = ours.double().train(), theirs.double().train()
     for module_ in [*ours.modules(), *theirs.modules()]:  # see below: the dropout masks cannot be aligned
         if isinstance(module_, torch.nn.Dropout):
             module_.p = 0.0
     x = parity_inputs(IMAGE)
-    torch.manual_seed(123)
-    mine = ours(x)
-    torch.manual_seed(123)
-    their = theirs(x)
-    difference = max_abs(mine, their)
+    difference = same_masks_difference(lambda: ours(x), lambda: theirs(x))
     # their Conv1d adapter drops out on (batch, d, tokens), ours on (batch, tokens, d): the same
     # distribution, but one seed gives the two layouts different masks; so the drop path alone here
     report.check("repblock: training forward with drop path 0.5 (same masks; dropout 0 on both sides), fp64, max abs "
