@@ -5,6 +5,7 @@
 
 from . import (  # noqa: F401  (registers the built-ins)
     adapter,
+    adapter_plus,
     bitfit,
     convpass,
     fact,

@@ -1,6 +1,6 @@
 """Houlsby's and Pfeiffer's adapters as PETL_Vision builds them (each block's equation against a
 computation by hand on vit_micro_patch4_32, the drop path that runs twice, the effective init, the
-grid) and RepAdapter's group-wise up projection and fold."""
+grid), Adapter+'s post-block adapter, and RepAdapter's group-wise up projection and fold."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 
 import peftbench.backbone  # noqa: F401  (registers vit_micro_patch4_32)
 from peftbench.api import adapt
@@ -99,3 +100,21 @@ def test_repadapter_up_projection_is_group_wise_and_folds_into_qkv_and_fc1():
         torch.testing.assert_close(merged(x), model(x), rtol=0, atol=1e-5)
     with pytest.raises(PeftbenchError, match="dim must be a positive multiple of groups"):
         get_method("repadapter")(dim=7)
+
+
+def test_adapter_plus_adds_a_channel_scaled_bottleneck_after_each_block():
+    model = adapted("adapter_plus").eval()
+    block = model.blocks[1]
+    after = block.drop_path2
+    with torch.no_grad():
+        after.scaling.uniform_(0.5, 1.5)
+        after.adapter.up.weight.normal_(std=0.1)
+        x = torch.randn(2, 65, 128, generator=torch.Generator().manual_seed(5))
+        x1 = x + block.attn(block.norm1(x))
+        z = x1 + block.mlp(block.norm2.norm(x1))
+        a = after.adapter
+        expected = z + after.scaling * F.linear(F.gelu(F.linear(z, a.down.weight, a.down.bias)), a.up.weight, a.up.bias)
+        torch.testing.assert_close(block(x), expected, rtol=0, atol=1e-5)
+    fresh = adapted("adapter_plus").blocks[0].drop_path2
+    assert fresh.adapter.down.weight.abs().max() <= 0.02 and bool((fresh.scaling == 1).all())
+    assert not fresh.adapter.up.bias.any() and isinstance(fresh.adapter_drop_path, DropPath)

@@ -48,6 +48,7 @@ FORMULAS = {
     "convpass": DEPTH * 2 * CONVPASS_BYPASS,  # two per block
     "adapter_houlsby": DEPTH * 2 * (D * 8 + 8 + 8 * D + D),  # after the attention and after the MLP
     "adapter_pfeiffer": DEPTH * (D * 8 + 8 + 8 * D + D),  # after the MLP
+    "adapter_plus": DEPTH * (D * 8 + 8 + 8 * D + D + D),  # the bottleneck and the channel scale, after each block
     "repadapter": DEPTH * 2 * (D * 8 + 8 + D * 4 + D),  # A dense, B in 2 groups; before attention and MLP
     "difffit": DEPTH * (D + 3 * D + D + D + HIDDEN + D) + D + D + D * (2 * DEPTH + 1) + 2 * D * DEPTH,
 }
