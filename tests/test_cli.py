@@ -98,52 +98,15 @@ def test_a_failing_task_is_recorded_and_the_sweep_goes_on(vtab_root: Path, tmp_p
     write_vtab_task(vtab_root, "dtd")
     (vtab_root / "cifar" / "test.txt").write_text("images/test/000000.jpg 1\nimages/test/000001.jpg one\n")
     out = tmp_path / "results"
-    result = invoke(
-        "run",
-        "-m",
-        "linear",
-        "-s",
-        "vtab",
-        "-t",
-        "cifar",
-        "-t",
-        "dtd",
-        *MICRO,
-        "--data-root",
-        vtab_root,
-        "--epochs",
-        "1",
-        "--out",
-        out,
-        "--set",
-        "warmup_epochs=0",
-    )
+    args = ["run", "-m", "linear", "-s", "vtab", "-t", "cifar", "-t", "dtd", *MICRO, "--data-root", vtab_root,
+            "--epochs", "1", "--out", out, "--set", "warmup_epochs=0"]  # fmt: skip
+    result = invoke(*args)
     assert_one_line_error(result, "vtab1k/cifar linear seed 42", "cifar/test.txt:2: expected", code=1)
     by_task = {r.spec.task: r for r in records(out)}
     assert by_task["dtd"].status == "ok"
     assert by_task["cifar"].status == "failed" and "test.txt:2" in by_task["cifar"].reason
     # a rerun skips the failed unit (with a warning) unless --retry-failed; the finished one is never rerun
     (vtab_root / "cifar" / "test.txt").write_text("images/test/000000.jpg 0\nimages/test/000001.jpg 1\n")
-    args = [
-        "run",
-        "-m",
-        "linear",
-        "-s",
-        "vtab",
-        "-t",
-        "cifar",
-        "-t",
-        "dtd",
-        *MICRO,
-        "--data-root",
-        vtab_root,
-        "--epochs",
-        "1",
-        "--out",
-        out,
-        "--set",
-        "warmup_epochs=0",
-    ]
     again = invoke(*args)
     assert again.exit_code == 1 and "0 unit(s) finished, 2 skipped" in again.stdout  # the failure stands
     assert "1 unit(s) failed in an earlier run and were skipped; --retry-failed reruns them" in again.stderr
