@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (registers the built-ins)
     linear,
     lora,
     lora_qkv,
+    noah,
     norm_tuning,
     repadapter,
     rlrr,

@@ -36,10 +36,15 @@ def splice(x: torch.Tensor, prompts: torch.Tensor, at: int, replace: int) -> tor
     return torch.cat((x[:, :at], prompts, x[:, at + replace :]), dim=1)
 
 
+def start(x: torch.Tensor, at: int | None, count: int) -> int:
+    """Where the prompt slice of `count` tokens begins: token `at`, or the last `count` tokens if `at` is None."""
+    return x.shape[1] - count if at is None else at
+
+
 class _Prompted(nn.Module):
     """Holds one set of prompts (1, L, D) and VPT's prompt dropout."""
 
-    def __init__(self, prompts: nn.Parameter, at: int, dropout: float):
+    def __init__(self, prompts: nn.Parameter, at: int | None, dropout: float):
         super().__init__()
         self.prompts = prompts
         self.at = at
@@ -63,21 +68,26 @@ class PromptInserter(_Prompted):
 
 
 class PromptReplacer(_Prompted):
-    """Wraps a block (VPT-deep): its input's prompt slice becomes this block's own prompts."""
+    """Wraps a block (VPT-deep): its input's prompt slice (`replace` tokens from `at`, or the last ones
+    if `at` is None; by default as many as its own prompts) becomes this block's own prompts."""
 
-    def __init__(self, block: nn.Module, prompts: nn.Parameter, at: int, dropout: float):
+    def __init__(
+        self, block: nn.Module, prompts: nn.Parameter, at: int | None, dropout: float, replace: int | None = None
+    ):
         super().__init__(prompts, at, dropout)
         self.block = block
+        self.replace = prompts.shape[1] if replace is None else replace
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         prompts = self.batch_prompts(x.shape[0])
-        return self.block(splice(x, prompts, self.at, prompts.shape[1]), *args, **kwargs)
+        return self.block(splice(x, prompts, start(x, self.at, self.replace), self.replace), *args, **kwargs)
 
 
 class PromptRemover(nn.Module):
-    """Wraps the final `model.norm` (per token) and drops the `length` prompt outputs after it."""
+    """Wraps the final `model.norm` (per token) and drops the `length` prompt outputs after it (from
+    token `at`, or the last ones if `at` is None)."""
 
-    def __init__(self, inner: nn.Module, at: int, length: int):
+    def __init__(self, inner: nn.Module, at: int | None, length: int):
         super().__init__()
         self.inner = inner
         self.at = at
@@ -85,7 +95,8 @@ class PromptRemover(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inner(x)
-        return torch.cat((x[:, : self.at], x[:, self.at + self.length :]), dim=1)
+        at = start(x, self.at, self.length)
+        return torch.cat((x[:, :at], x[:, at + self.length :]), dim=1)
 
 
 @dataclasses.dataclass

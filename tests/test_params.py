@@ -27,6 +27,7 @@ VIT_B_100_CLASSES = {
     "repadapter": 76_900
     + 239_808,  # 24 x (768 x 8 + 8 + 768 x 4 + 768); the paper's 0.22 M is the weights alone, 24 x 9,216
     "adapter_plus": 76_900 + 165_984,  # d = 8: 12 x (2 x 768 x 8 + 8 + 768 + 768 channel scales)
+    "noah": 76_900 + 331_836,  # 5 everywhere: 12 x (5 x 768 + 4 x 768 x 5 + 2 x 768 x 5 + 5 + 768)
     "fact_tk": 76_900 + 13_952,  # r = 8 (the default): U and V (12,288) + C (8³) + P (8 x 144)
 }
 

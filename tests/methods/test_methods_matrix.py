@@ -50,6 +50,7 @@ FORMULAS = {
     "adapter_pfeiffer": DEPTH * (D * 8 + 8 + 8 * D + D),  # after the MLP
     "adapter_plus": DEPTH * (D * 8 + 8 + 8 * D + D + D),  # the bottleneck and the channel scale, after each block
     "repadapter": DEPTH * 2 * (D * 8 + 8 + D * 4 + D),  # A dense, B in 2 groups; before attention and MLP
+    "noah": DEPTH * (5 * D + 5 * 4 * D + (D * 5 + 5 + 5 * D + D)),  # 5 prompts, LoRA rank 5 on qkv, adapter 5
     "difffit": DEPTH * (D + 3 * D + D + D + HIDDEN + D) + D + D + D * (2 * DEPTH + 1) + 2 * D * DEPTH,
 }
 # methods whose initialisation leaves the frozen backbone's function unchanged; lora_qkv only as

@@ -178,6 +178,7 @@ def their_defaults(source: Path) -> argparse.Namespace:
                               warmup_epochs=int(default("warmup-epochs")), cooldown_epochs=int(default("cooldown-epochs")),
                               drop_path=float(default("drop-path")), drop_rate_LoRA=float(default("drop_rate_LoRA")),
                               drop_rate_adapter=float(default("drop_rate_adapter")),
+                              drop_rate_prompt=float(default("drop_rate_prompt")),
                               amp=False if amp_first else True)  # fmt: skip
 
 
