@@ -1,9 +1,10 @@
 """Published reference rows, and the rules for comparing our results with them.
 
-Source: the RLRR paper (Dong et al., "Low-Rank Rescaled Vision Transformer Fine-Tuning", CVPR 2024,
-arXiv 2403.19067), Table 1 (VTAB-1k) and Table 2 (FGVC), as printed. The rows are copied, with their
-backbone / protocol / source columns, from ../shared/reference (see its README.md, "Conventions the
-papers mix up") into `tasks/reference/published_<suite>.csv`, read here as package data of `peftbench.tasks`.
+Sources, one per row in its `source` column: the RLRR paper (Dong et al., "Low-Rank Rescaled Vision
+Transformer Fine-Tuning", CVPR 2024, arXiv 2403.19067), Table 1 (VTAB-1k) and Table 2 (FGVC), as printed;
+the NOAH, FacT, Convpass and RepAdapter papers' VTAB-1k rows; PETL_Vision's own runs of LN tuning, DiffFit
+and the Houlsby / Pfeiffer adapters. They sit in `tasks/reference/published_<suite>.csv` with backbone,
+protocol and source columns, read here as package data of `peftbench.tasks`.
 
 - Means are always recomputed from the per-task cells; the CSV's printed mean columns are ignored
   (they are rounded from unrounded numbers and sometimes disagree with the cells, e.g. RLRR's natural
@@ -74,12 +75,12 @@ OUR_VARIANTS = {"lora": "q/v LoRA", "adapter": "NOAH's Adapter-8"}
 
 @dataclass(frozen=True)
 class PublishedRow:
-    """One row of a published table (RLRR paper, Table 1 or 2), cells as printed."""
+    """One row of a published table, cells as printed."""
 
     method: str  # the CSV's name; see PUBLISHED_VARIANTS for rows that are another variant
     backbone: str  # a key of BACKBONES
     protocol: str  # a key of PUBLISHED_PROTOCOLS
-    source: str  # where the RLRR paper's row comes from
+    source: str  # paper, table and repository@commit the row was read from
     values: dict[str, float] = field(hash=False)  # top-1 (%) by the suite's task name, in suite order
     params_as_printed: float = math.nan  # Params (M) as printed: RLRR counts the head, older rows may not
 
@@ -96,7 +97,7 @@ class Pairing:
 
 
 def published_rows(suite: Suite) -> list[PublishedRow]:
-    """The published rows for `suite` ("vtab1k": RLRR Table 1, "fgvc": Table 2); [] for other suites."""
+    """The published rows for `suite` (tasks/reference/published_<suite>.csv); [] for a suite without one."""
     filename = REFERENCE_FILES.get(suite.name)
     if filename is None:
         return []

@@ -1,4 +1,5 @@
-"""Published reference rows (RLRR paper, Tables 1 and 2): loading, recomputed means, pairing rules, deltas."""
+"""Published reference rows (RLRR paper Tables 1 and 2; NOAH, FacT, Convpass, RepAdapter, PETL_Vision rows): loading,
+recomputed means, pairing rules, deltas."""
 
 import dataclasses
 import itertools
@@ -7,6 +8,7 @@ import math
 import pytest
 
 from peftbench.errors import PeftbenchError
+from peftbench.methods import all_methods
 from peftbench.reports.leaderboard import FLAT_MEAN, GROUP_MEAN, group_column
 from peftbench.reports.published import (
     BACKBONES,
@@ -24,19 +26,7 @@ VTAB = get_suite("vtab1k")
 FGVC = get_suite("fgvc")
 ORIG = "vit_base_patch16_224.orig_in21k"
 AUGREG = "vit_base_patch16_224.augreg_in21k"
-OUR_METHODS = (
-    "full",
-    "linear",
-    "bitfit",
-    "lora",
-    "lora_qkv",
-    "adapter",
-    "adaptformer",
-    "ssf",
-    "rlrr",
-    "vpt_shallow",
-    "vpt_deep",
-)
+OUR_METHODS = tuple(sorted(all_methods()))
 
 
 def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
@@ -50,7 +40,8 @@ def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
 @pytest.mark.parametrize(
     "suite, methods",
     [
-        (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr"}),
+        (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr", "noah", "fact_tt",
+                "fact_tk", "convpass", "repadapter", "adapter_houlsby", "adapter_pfeiffer", "ln_tune", "difffit"}),
         (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
     ],
 )
@@ -66,6 +57,11 @@ def test_rows_load_with_every_task(suite, methods):
 def test_cells_and_params_as_printed():
     rlrr = _row(VTAB, "rlrr")
     assert (rlrr.values["cifar"], rlrr.values["smallnorb_ele"], rlrr.params_as_printed) == (75.6, 43.6, 0.33)
+    # NOAH, FacT and Convpass print the mean of group means: NOAH's 75.5 and Convpass's 76.6 from the cells
+    assert round(recomputed_means(_row(VTAB, "noah"), VTAB)[GROUP_MEAN], 1) == 75.5
+    assert round(recomputed_means(_row(VTAB, "convpass"), VTAB)[GROUP_MEAN], 1) == 76.6
+    assert round(recomputed_means(_row(VTAB, "fact_tk"), VTAB)[GROUP_MEAN], 1) == 75.6
+    assert math.isnan(_row(VTAB, "ln_tune").params_as_printed)  # PETL_Vision's result files print no Params
     assert rlrr.protocol == "best-test" and _row(VTAB, "vpt_deep").protocol == "tune"
     assert _row(FGVC, "linear").params_as_printed == 0.18  # head included, as the RLRR paper counts
     assert _row(FGVC, "lora").protocol == "unknown"

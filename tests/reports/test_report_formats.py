@@ -139,6 +139,7 @@ def test_reference_paper_adds_published_rows_and_deltas_only_like_with_like():
     model = "vit_base_patch16_224.orig_in21k"
     records = [_vtab_record("rlrr", t.name, v + 0.5, "best-test", model) for t, v in zip(VTAB.tasks, RLRR_PUBLISHED)]
     records += [_vtab_record("lora", t.name, 70.0, "best-test", model) for t in VTAB.tasks]
+    records += [_vtab_record("noah", t.name, 70.0, "best-test", model) for t in VTAB.tasks]
     board = with_published(build_leaderboard(runs_frame_of(records), VTAB))
     published = board.table.loc["rlrr (published, vit_b16_in21k, best-test)"]
     assert round(published["Mean (flat)"], 2) == 74.54 and round(published["Mean of group means"], 2) == 76.75
@@ -147,6 +148,8 @@ def test_reference_paper_adds_published_rows_and_deltas_only_like_with_like():
     assert delta["Mean (flat)"] == pytest.approx(0.5)
     assert not any(label.startswith("Δ lora") for label in board.table.index)  # q/v LoRA is not NOAH's LoRA-8
     assert any("no delta" in n and "NOAH's LoRA-8" in n for n in board.notes)
+    noah = board.table.loc["Δ noah − published"]  # NOAH's Table 1 row: 75.5 as the mean of group means
+    assert round(noah["Mean of group means"], 2) == round(70.0 - 75.4771, 2)
     markdown = render(board, "md")
     assert "Params (M) as printed" in markdown and "| Δ rlrr − published" in markdown
 
