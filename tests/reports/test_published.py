@@ -40,8 +40,28 @@ def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
 @pytest.mark.parametrize(
     "suite, methods",
     [
-        (VTAB, {"full", "linear", "adapter", "vpt_shallow", "vpt_deep", "lora", "ssf", "rlrr", "noah", "fact_tt",
-                "fact_tk", "convpass", "repadapter", "adapter_houlsby", "adapter_pfeiffer", "ln_tune", "difffit"}),
+        (
+            VTAB,
+            {
+                "full",
+                "linear",
+                "adapter",
+                "vpt_shallow",
+                "vpt_deep",
+                "lora",
+                "ssf",
+                "rlrr",
+                "noah",
+                "fact_tt",
+                "fact_tk",
+                "convpass",
+                "repadapter",
+                "adapter_houlsby",
+                "adapter_pfeiffer",
+                "ln_tune",
+                "difffit",
+            },
+        ),
         (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
     ],
 )
