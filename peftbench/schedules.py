@@ -18,6 +18,12 @@
   by src/engine/trainer.py): epoch e trains at lr · e / warmup_epochs during the warm-up (epoch 0 at
   0), then lr · ½(1 + cos(π (e − warmup_epochs) / (epochs − warmup_epochs))), down to 0; `warmup_lr`
   and `min_lr` play no part.
+- `bolts-epoch` (Adapter+'s modeling/adaptermodel.py: Lightning-bolts' LinearWarmupCosineAnnealingLR,
+  stepped `scheduler.step(epoch=self.current_epoch)` by Lightning at each epoch's end, its closed form):
+  value(k) = warmup_lr + k (lr − warmup_lr) / (warmup_epochs − 1) for k < warmup_epochs, then
+  min_lr + ½ (lr − min_lr)(1 + cos(π (k − warmup_epochs) / (epochs − warmup_epochs))); epoch 0 trains at
+  value(0) (the scheduler's first lr) and epoch e ≥ 1 at value(e − 1), since Lightning's current epoch
+  is still the one that just finished. The lr reaches `lr` at k = warmup_epochs − 1.
 
 Every run records `lr_per_epoch`, the lr of the first training step of each epoch, so a run can be
 held against the authors' scheduler (tools/faithfulness/).
@@ -99,11 +105,34 @@ def vpt_factor(epoch: int, cfg: TrainConfig) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+class BoltsEpochs(Schedule):
+    """Lightning-bolts' warm-up cosine in closed form, one value per epoch (torch's LambdaLR over epochs)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+        super().__init__(optimizer, cfg, steps_per_epoch)
+        factor = (lambda epoch: bolts_lr(max(epoch - 1, 0), cfg) / cfg.lr) if cfg.lr > 0 else (lambda epoch: 0.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def after_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
+
+
+def bolts_lr(k: int, cfg: TrainConfig) -> float:
+    """LinearWarmupCosineAnnealingLR's `_get_closed_form_lr` at last_epoch k (warmup_lr up to lr over
+    warmup_epochs − 1 steps, then a cosine from lr at k = warmup_epochs to min_lr at k = epochs)."""
+    if k < cfg.warmup_epochs:
+        return cfg.warmup_lr + k * (cfg.lr - cfg.warmup_lr) / max(1, cfg.warmup_epochs - 1)
+    progress = (k - cfg.warmup_epochs) / max(1, cfg.epochs - cfg.warmup_epochs)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
     if cfg.scheduler == "per-step":
         return PerStep(optimizer, cfg, steps_per_epoch)
     if cfg.scheduler == "vpt-epoch":
         return VPTEpochs(optimizer, cfg, steps_per_epoch)
+    if cfg.scheduler == "bolts-epoch":
+        return BoltsEpochs(optimizer, cfg, steps_per_epoch)
     return TimmEpochs(optimizer, cfg, steps_per_epoch, offset=0 if cfg.scheduler == "timm-epoch" else 1)
 
 

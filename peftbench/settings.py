@@ -72,7 +72,8 @@ CHOICES = {
     # timm-train: timm's CosineLRScheduler stepped `step(epoch + 1)` after each epoch, as timm's train.py
     #   (SSF): epoch e trains at the schedule's value for e.
     # vpt-epoch: VPT's warm-up cosine (from 0, to 0) stepped once after each epoch (schedules.py)
-    "scheduler": ("per-step", "timm-epoch", "timm-train", "vpt-epoch"),
+    # bolts-epoch: Lightning-bolts' LinearWarmupCosineAnnealingLR stepped at each epoch's end, as Adapter+
+    "scheduler": ("per-step", "timm-epoch", "timm-train", "vpt-epoch", "bolts-epoch"),
     # auto: bf16 autocast on CUDA, fp32 on the CPU; fp16: fp16 autocast with a GradScaler (RLRR, SSF --amp)
     "precision": ("auto", "fp32", "bf16", "fp16"),
     # zero: weight and bias 0 (RLRR's zero_head); trunc_normal: weight trunc_normal(std 0.02, cut at

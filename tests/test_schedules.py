@@ -110,3 +110,28 @@ def test_vpt_epoch_is_vpts_warmup_cosine_stepped_per_epoch():
     assert lrs[55] == pytest.approx(0.5 * cfg.lr) and lrs[99] == pytest.approx(
         cfg.lr * 0.5 * (1 + math.cos(math.pi * 89 / 90))
     )
+
+
+def test_adapter_plus_paper_schedule_is_lightning_bolts_warmup_cosine_stepped_at_epoch_ends():
+    """Their LinearWarmupCosineAnnealingLR (warm-up from lr/100 over 9 steps, cosine to lr/1000 at 100),
+    stepped `step(epoch=current_epoch)` after each epoch: epoch e ≥ 1 trains at the value for e − 1."""
+    cfg = _paper("adapter_plus", "vtab1k", "svhn")
+    assert (cfg.scheduler, cfg.precision, cfg.head_init, cfg.batch_size) == ("bolts-epoch", "bf16", "trunc_normal", 64)
+    lrs = lr_per_epoch(cfg)
+    assert len(lrs) == 100 and lrs[0] == lrs[1] == pytest.approx(1e-5)
+    assert lrs[2] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 9)
+    assert lrs[10] == lrs[11] == pytest.approx(1e-3)  # reached at k = 9; the cosine starts at k = 10
+    k = 98  # epoch 99 trains at the cosine's value for 98
+    assert lrs[99] == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * (k - 10) / 90)))
+    assert all(a <= b for a, b in zip(lrs[:11], lrs[1:11])) and all(a >= b for a, b in zip(lrs[11:], lrs[12:]))
+
+
+def test_adapter_plus_schedule_is_also_its_default_and_survives_a_short_run():
+    from peftbench.methods import get_method
+    from peftbench.settings import resolve
+
+    cfg, _ = resolve(get_method("adapter_plus"), get_suite("demo").defaults, {"epochs": 3, "warmup_epochs": 0})
+    assert cfg.scheduler == "bolts-epoch"
+    assert lr_per_epoch(cfg) == pytest.approx([1e-3, 1e-3, 1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi / 3))])
+    one, _ = resolve(get_method("adapter_plus"), get_suite("demo").defaults, {"epochs": 3, "warmup_epochs": 1})
+    assert lr_per_epoch(one) == pytest.approx([1e-5, 1e-5, 1e-3])  # one warm-up epoch: no division by zero

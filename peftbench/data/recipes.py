@@ -56,6 +56,11 @@ RECIPES = {
     "vtab-resize-imagenet": Recipe(
         "vtab-resize-imagenet", resize="square", scale=1.0, crop=False, hflip=False, mean_std=IMAGENET
     ),
+    # ... with a bilinear resize and the backbone's mean/std (Adapter+: TFDS images resized by
+    # tf.image.resize, bilinear; on the JPEG release PIL's bilinear is the nearest filter we have).
+    "vtab-resize-bilinear": Recipe(
+        "vtab-resize-bilinear", resize="square", scale=1.0, crop=False, hflip=False, filter="bilinear"
+    ),  # fmt: skip
     # FGVC as VPT (src/data/transforms.py): torchvision's Resize(256) (shorter side; on PIL images, PIL
     # bilinear) + RandomCrop(224) + flip; test CentreCrop(224).
     "vpt-fgvc": Recipe("vpt-fgvc", resize="shorter", scale=256 / 224, crop=True, hflip=True, filter="bilinear"),

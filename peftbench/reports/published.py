@@ -278,8 +278,8 @@ def with_published(board: "leaderboard.Leaderboard") -> "leaderboard.Leaderboard
     if not rows:
         return board
     notes.append(
-        f"Published rows: {', '.join(sorted({p.source for p in published_rows(board.suite)}))}; their means "
-        f"recomputed from the cells, their {PARAMS_AS_PRINTED} as printed (it mixes head conventions). "
+        f"Published rows: {'; '.join(f'{p.method}: {p.source}' for p in published_rows(board.suite))}. Their means are "
+        f"recomputed from the cells; {PARAMS_AS_PRINTED} mixes head conventions (tasks/reference/SOURCES.md). "
         "Δ rows: ours − published, only between the same backbone, method variant and protocol."
     )
     extra = pd.DataFrame(rows).set_index("Method")

@@ -9,7 +9,13 @@ scaling, no norm, Houlsby init, dropout 0, drop path 0.1) at d = 8 (conf/experim
 the config passed as an attribute namespace, as Hydra's DictConfig is read. Trainable: their rule, names
 with "adapter" or "head" (modeling/adaptermodel.py). Checks at a small width with the same weights:
 logits and every gradient in fp64, the training forward with the ViT's drop path 0.5 and the adapter's
-0.1 (same masks in the same order), the ViT-B/16 trainable count, the inits.
+0.1 (same masks in the same order), the ViT-B/16 trainable count, the inits. The `--protocol paper`
+recipe: the configs' values (read from their YAML files), the lr of every epoch from their
+modeling/lr_scheduler.py run unchanged and stepped as their `lr_scheduler_step` is called by Lightning
+2.3.3 (environment.yml): `scheduler.step(epoch=self.current_epoch)` at the end of each training epoch,
+where `current_epoch` is still the epoch that just finished (lightning/pytorch/loops/fit_loop.py,
+`on_advance_end`: `update_lr_schedulers("epoch")` runs before `epoch_progress.increment_completed()`),
+and the head's init (timm's, on the head the pretrained checkpoint does not replace).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from _common import (
     finish,
     logits_then_backward,
     max_abs,
+    max_relative,
+    paper_config,
     parity_inputs,
     parse_args,
     same_masks_difference,
@@ -36,6 +44,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from peftbench.api import adapt
 from peftbench.methods.adapter_plus import AdapterPlus
+from peftbench.suites import get_suite
+from peftbench.sweeps.paper_settings import published
 
 CLONE, COMMIT = "https://github.com/visinf/adapter_plus", "191c4ab26fc97ea09ae390383ff79327822853ff"
 CLASSES = 10
@@ -128,14 +138,77 @@ def check(report: Report) -> None:
                  "no", "yes", start)  # fmt: skip
 
 
+def check_recipe(report: Report, source) -> None:
+    import re
+
+    import yaml
+
+    from peftbench import backbone
+    from peftbench.schedules import lr_per_epoch
+
+    conf = source / "conf"
+    train, optimizer = (
+        yaml.safe_load((conf / f).read_text()) for f in ("train/default.yaml", "train/optimizer/adamw.yaml")
+    )
+    top, data, adapter, experiment = (yaml.safe_load((conf / f).read_text()) for f in
+                                      ("config.yaml", "data/base_data.yaml", "adapter/base_adapter.yaml",
+                                       "experiment/vtab/adapter_plus_dim8.yaml"))  # fmt: skip
+    precision = re.search(r'precision="([^"]+)"', (source / "train.py").read_text()).group(1)
+    ours = paper_config("adapter_plus", "vtab1k", "cifar")
+    options = published("adapter_plus", get_suite("vtab1k"), get_suite("vtab1k").task("cifar")).settings
+    mine = (ours.optimizer, ours.lr, ours.weight_decay, ours.batch_size, ours.epochs, ours.warmup_epochs, ours.warmup_lr,
+            ours.min_lr, ours.drop_path, float(options["drop_path"]), int(options["dim"]), ours.precision)  # fmt: skip
+    lr = float(optimizer["lr"])
+    their = ("adamw" if optimizer["_target_"] == "torch.optim.AdamW" else optimizer["_target_"], lr,
+             float(optimizer["weight_decay"]), data["batch_size"], train["epochs"], train["warmup"],
+             lr / train["lr_start_factor"], lr / train["lr_factor"], top["vit"]["drop_path"], adapter["drop_path"],
+             experiment["adapter"]["dim"], precision)  # fmt: skip  # Lightning's "bf16": its alias of bf16-mixed (autocast)
+    report.check("optimizer, lr, wd, batch, epochs, warm-up, warm-up start / end lr, ViT and adapter drop path, dim, "
+                 "precision", "equal" if mine == their else f"ours {mine} vs theirs {their}", "equal", mine == their)  # fmt: skip
+    plain = (train["label_smoothing"] == 0 and train["gradient_clip_val"] is None and not train["train_ln"]
+             and experiment["val_every_n_epoch"] == train["epochs"]
+             and (experiment["data"]["train_split"], experiment["data"]["val_split"]) == ("trainval", "test"))  # fmt: skip
+    report.check("no label smoothing, clipping or LayerNorm tuning; trains on train800val200, evaluates the test split "
+                 "once, after the last epoch (val_every_n_epoch = epochs)", "yes" if plain else "no", "yes", plain)  # fmt: skip
+    from modeling.lr_scheduler import LinearWarmupCosineAnnealingLR
+
+    optim = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = LinearWarmupCosineAnnealingLR(optim, warmup_epochs=train["warmup"], max_epochs=train["epochs"],
+                                              warmup_start_lr=lr / train["lr_start_factor"],
+                                              eta_min=lr / train["lr_factor"])  # fmt: skip
+    lrs = []
+    for epoch in range(train["epochs"]):
+        lrs.append(optim.param_groups[0]["lr"])
+        scheduler.step(epoch=epoch)  # Lightning's current_epoch: the epoch that just finished
+    difference = max_relative(lr_per_epoch(ours), lrs)
+    report.check("lr of every epoch (bolts-epoch vs their LinearWarmupCosineAnnealingLR as Lightning steps it), max "
+                 "relative difference", difference, "1e-9", difference <= 1e-9)  # fmt: skip
+    from adapter_plus.vit_adapter import AdapterBlock, VisionTransformerAdapter
+
+    shape = dict(img_size=32, patch_size=4, embed_dim=256, depth=1, num_heads=2, num_classes=100)
+    torch.manual_seed(3)
+    theirs = VisionTransformerAdapter(**shape, adapter_config=ADAPTER_PLUS, block_fn=tolerant(AdapterBlock))
+    mine_model = VisionTransformer(**shape)
+    backbone.reset_head(mine_model, 100)
+    backbone.init_head(mine_model, ours.head_init)
+    p_value = stats.ks_2samp(mine_model.head.weight.detach().flatten().numpy(),
+                             theirs.head.weight.detach().flatten().numpy()).pvalue  # fmt: skip
+    zero_bias = not mine_model.head.bias.any() and not theirs.head.bias.any()
+    report.check(f"head init ({ours.head_init}; 25,600 weights): two-sample KS p-value, zero biases", float(p_value),
+                 "> 0.01", p_value > 0.01 and zero_bias)  # fmt: skip
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
-    report = Report("Adapter+ (Steitz & Roth, CVPR 2024): `adapter_plus`",
+    report = Report("Adapter+ (Steitz & Roth, CVPR 2024): `adapter_plus`, `--protocol paper`",
                     f"[visinf/adapter_plus]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
-                    "adapter_plus/vit_adapter.py, conf/adapter/{adapter_plus,base_adapter}.yaml, modeling/adaptermodel.py (rule)")  # fmt: skip
+                    "adapter_plus/vit_adapter.py, conf/adapter/{adapter_plus,base_adapter}.yaml, modeling/adaptermodel.py (rule), "
+                    "conf/{config,train/default,train/optimizer/adamw,data/base_data,experiment/vtab/adapter_plus_dim8}.yaml, "
+                    "modeling/lr_scheduler.py, train.py")  # fmt: skip
     sys.path.insert(0, str(args.source))
     check(report)
+    check_recipe(report, args.source)
     finish(report, args)
 
 
