@@ -64,6 +64,9 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$")
 
 
+EFFICIENCY_TITLE = "Efficiency (measured on the device named; inference on merged weights where the method folds)"
+
+
 def render_latex(board: Leaderboard, provenance: list[str]) -> str:
     """A booktabs `table*` with group headers, bold best values and the notes as its caption."""
     shown, best = formatted(board), best_cells(board)
@@ -106,8 +109,38 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
         rf"\caption{{{latex_escape(board.suite.description)}. {latex_escape(caption)}}}",
         r"\end{table*}",
     ]
+    if not board.efficiency.empty:
+        lines += _latex_efficiency(board)
     lines += [f"% {line}" for line in provenance]
     return "\n".join(lines) + "\n"
+
+
+def _latex_efficiency(board: Leaderboard) -> list[str]:
+    """The efficiency table as a second booktabs table."""
+    shown = _efficiency_strings(board.efficiency)
+    lines = [r"\begin{table*}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(shown.columns) + "}", r"\toprule"]
+    lines.append(" & ".join(["Method"] + [latex_escape(c) for c in shown.columns]) + r" \\")
+    lines.append(r"\midrule")
+    for label, row in shown.iterrows():
+        cells = [latex_escape(label)] + [latex_escape(v).replace(MISSING, "--") for v in row]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(EFFICIENCY_TITLE)}.}}", r"\end{table*}"]
+    return lines
+
+
+def _html_efficiency(board: Leaderboard) -> str:
+    if board.efficiency.empty:
+        return ""
+    esc, shown = html.escape, _efficiency_strings(board.efficiency)
+    head = "<tr><th>Method</th>" + "".join(f"<th>{esc(c)}</th>" for c in shown.columns) + "</tr>"
+    body = "\n".join(
+        f"<tr><th>{esc(str(label))}</th>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
+        for label, row in shown.iterrows()
+    )
+    return (
+        f'<table class="efficiency">\n<caption>{esc(EFFICIENCY_TITLE)}</caption>\n<thead>\n{head}\n</thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table>\n"
+    )
 
 
 def render_html(board: Leaderboard, provenance: list[str]) -> str:
@@ -134,7 +167,9 @@ def render_html(board: Leaderboard, provenance: list[str]) -> str:
     return (
         f'<section class="peftbench-leaderboard">\n<h2>{esc(board.suite.name)}: {esc(board.suite.description)}</h2>\n'
         f"<table>\n<thead>\n{head}\n</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>\n"
-        f'<ul class="notes">{notes}</ul>\n<footer><ul>{footer}</ul></footer>\n</section>\n'
+        f'<ul class="notes">{notes}</ul>\n'
+        + _html_efficiency(board)
+        + f"<footer><ul>{footer}</ul></footer>\n</section>\n"
     )
 
 
@@ -217,7 +252,7 @@ def _render_markdown(board: Leaderboard) -> str:
     ]
     if not board.efficiency.empty:
         parts.append(
-            "Efficiency (measured on the device named; inference on merged weights where the method folds):\n\n"
+            f"{EFFICIENCY_TITLE}:\n\n"
             + markdown_safe(_efficiency_strings(board.efficiency)).to_markdown(disable_numparse=True)
         )
     parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))

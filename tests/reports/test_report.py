@@ -17,7 +17,7 @@ from peftbench.reports.render import render
 from peftbench.suites import get_suite
 
 VTAB = get_suite("vtab")
-# RLRR, ViT-B/16 IN-21k, as printed in Table 1 of the RLRR paper (../shared/reference/published_vtab1k.csv)
+# RLRR, ViT-B/16 IN-21k, as printed in Table 1 of the RLRR paper (arXiv 2403.19067; tasks/reference/published_vtab1k.csv)
 RLRR_ROW = [75.6, 92.4, 72.9, 99.3, 91.5, 89.8, 57.0, 86.8, 95.2, 85.3, 75.9,
             79.7, 64.2, 53.9, 82.1, 83.9, 53.7, 33.4, 43.6]  # fmt: skip
 RLRR_WITHOUT_HEAD = 288_768  # ViT-B/16: 23,808 per block x 12 + SSF pairs

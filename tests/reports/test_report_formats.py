@@ -111,7 +111,13 @@ def test_best_values_are_bold_and_the_latex_has_booktabs_and_group_headers():
 
 def test_html_is_well_formed_and_json_carries_spread_efficiency_and_provenance():
     board = _board()
-    ElementTree.fromstring(render(board, "html"))  # one well-formed element
+    page = ElementTree.fromstring(render(board, "html"))  # one well-formed element
+    efficiency = page.find("table[@class='efficiency']")
+    assert efficiency is not None and "Inference images/s" in [th.text for th in efficiency.iter("th")]
+    assert any("git commit 0123456789abcdef" in (li.text or "") for li in page.find("footer").iter("li"))
+    for fmt in ("md", "latex", "html"):  # the same sections in every human-readable format
+        text = render(board, fmt)
+        assert "Efficiency (measured on the device named" in text and "0123456789abcdef" in text, fmt
     payload = json.loads(render(board, "json"))
     lora = next(r for r in payload["rows"] if r["Method"] == "lora")
     assert lora["count std"] == pytest.approx(50**0.5)
