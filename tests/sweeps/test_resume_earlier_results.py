@@ -92,7 +92,10 @@ def _request(cls, command: list[str], data: Path):
 
 # The efficiency table that LaTeX and HTML reports gained after d110afe (issue O): from its opening (in LaTeX the
 # second table*) to its close.
-ADDED_SINCE = {"latex": ("\\begin{table*}", "\\end{table*}\n", 1), "html": ('<table class="efficiency">', "</table>\n", 0)}
+ADDED_SINCE = {
+    "latex": ("\\begin{table*}", "\\end{table*}\n", 1),
+    "html": ('<table class="efficiency">', "</table>\n", 0),
+}
 
 
 def without_added_sections(text: str, fmt: str) -> str:
