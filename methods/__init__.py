@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registers the built-ins)
     lora_qkv,
     noah,
     norm_tuning,
+    peft_tuners,
     repadapter,
     rlrr,
     sequential_adapters,

@@ -12,6 +12,7 @@ are read once per process, on the first lookup.
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
@@ -69,9 +70,22 @@ def get_method(name: str) -> type[Method]:
 
 
 def resolve_method_names(names: list[str]) -> list[str]:
-    """Expand `all` and check every name, keeping the order given and dropping repeats."""
+    """Expand `all` (every method whose optional dependency is installed) and shell-style patterns
+    (`peft-*`), check every name, keep the order given and drop repeats."""
     methods = all_methods()
-    expanded = list(methods) if "all" in names else names
+    expanded: list[str] = []
+    for name in names:
+        if name == "all":
+            expanded += [n for n, cls in methods.items() if cls.available()]
+        elif any(ch in name for ch in "*?["):
+            matched = fnmatch.filter(methods, name)
+            if not matched:
+                raise PeftbenchError(f"no method matches '{name}'; valid methods: {', '.join(methods)}")
+            expanded += matched
+        else:
+            expanded.append(name)
     for name in expanded:
-        get_method(name)
+        cls = get_method(name)
+        if not cls.available():
+            raise PeftbenchError(f"method '{name}' needs {cls.requires}, which is not installed")
     return list(dict.fromkeys(expanded))

@@ -30,6 +30,13 @@ class Method:
     tune_grid: ClassVar[dict[str, tuple]] = {"lr": (1e-2, 5e-3, 1e-3, 5e-4, 1e-4), "weight_decay": (1e-2, 1e-4, 0.0)}
     # True when grid learning rates are per 256 images and scale with the batch size (VPT's tune_vtab.py).
     tune_lr_per_256: ClassVar[bool] = False
+    # An optional dependency the method needs, as its install command names it ("" for none).
+    requires: ClassVar[str] = ""
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the method's optional dependency is installed (`all` leaves the others out)."""
+        return True
 
     @classmethod
     def option_fields(cls) -> dict[str, dataclasses.Field]:
@@ -39,6 +46,11 @@ class Method:
     def apply(self, model: nn.Module) -> None:
         """Add this method's parameters to `model` and set `requires_grad` on what trains."""
         raise NotImplementedError
+
+    def describe_adapted(self, model: nn.Module) -> dict[str, Any] | None:
+        """What `apply` built, for the run's record when the options do not say it all (a library's
+        version and full config, and a short `label` for tables); None for most methods."""
+        return None
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
         """Names of trainable parameters that take no weight decay.

@@ -45,7 +45,11 @@ def count_trainable(method_name: str, model_name: str, suite: Suite, overrides: 
     of other methods too (vetted by `settings.check_keys`), which this one ignores."""
     cls = get_method(method_name)
     _, options = resolve(cls, {}, overrides)
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):  # no weights: shapes are all a count needs
+            model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None)
+            adapt(model, cls(**options))
+    except (RuntimeError, NotImplementedError):  # a method that reads values as it builds (peft's random inits)
         model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None)
         adapt(model, cls(**options))
     head = head_parameter_names(model)

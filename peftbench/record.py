@@ -135,6 +135,7 @@ class Record:
     data: DataInfo | None = None
     selection: dict[str, Any] | None = None  # tune finals: the chosen point and every trial's score
     unit: UnitInfo | None = None
+    adapted: dict[str, Any] | None = None  # what the method built, as it describes it (peft: version, tuner, config)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -214,6 +215,7 @@ def _parse(raw: dict[str, Any]) -> Record:
         selection=raw.get("selection"),
         unit=part(UnitInfo, "unit"),
         schedule=_schedule(raw.get("schedule")),
+        adapted=raw.get("adapted"),
     )
 
 

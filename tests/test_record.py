@@ -105,6 +105,7 @@ def test_a_record_with_every_part_round_trips_through_json():
         execution=Execution(True, False, False, True), schedule=ScheduleTrace("timm-epoch", "cosine", (1e-7, 1e-3)),
         data=DataInfo("train800", 800, "val200", 200, {"name": "vtab-resize"}, {"val200": {"sha256": "x"}}),
         selection={"chosen_point": {"lr": 0.1}}, unit=UnitInfo("s", "w", "main", {"lr": 0.1}),
+        adapted={"library": "peft", "version": "0.21.2", "label": "LoRA, r=4", "config": {"r": 4}},
     )  # fmt: skip
     raw = json.loads(json.dumps(record.to_json()))
     assert set(raw) == {f.name for f in dataclasses.fields(Record)} - {"reason", "traceback"}

@@ -58,7 +58,7 @@ def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
             {
                 "suite": spec.suite,
                 "task": spec.task,
-                "method": spec.method,
+                "method": method_label(record),
                 "model": spec.model,
                 "weights": spec.weights,
                 "protocol": spec.protocol,
@@ -73,6 +73,12 @@ def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def method_label(record: Record) -> str:
+    """The method's name, with the variant the method reports (peft: the tuner and its rank) when it does."""
+    label = (record.adapted or {}).get("label")
+    return f"{record.spec.method} ({label})" if label else record.spec.method
 
 
 def _efficiency_fields(record: Record) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def run_spec(
                 {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")},
             ),
         )
-        result, params, fused = _train(request, spec, train, evaluated, device, listener)
+        result, params, fused, adapted = _train(request, spec, train, evaluated, device, listener)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return failed(record, str(exc), started)
     except torch.OutOfMemoryError as exc:
@@ -119,6 +119,7 @@ def run_spec(
             spec.train.head_init,
         ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
+        adapted=adapted,
     )
 
 
@@ -142,6 +143,7 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
     method = get_method(spec.method)(**spec.options)
     adapt(model, method)
     params = Params(**count_parameters(model, backbone.head_parameter_names(model)))
+    adapted = method.describe_adapted(model)
     merge = method.merge if method.mergeable else None
     result = engine.train_and_evaluate(
         model,
@@ -157,7 +159,7 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
         eval_every=spec.eval_every,
         compile=request.compile,
     )
-    return result, params, engine.uses_fused_attention(model)
+    return result, params, engine.uses_fused_attention(model), adapted
 
 
 def new_record(spec: RunSpec, device: torch.device) -> Record:

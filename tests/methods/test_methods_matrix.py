@@ -71,6 +71,10 @@ IDENTITY_AT_INIT = {
 }
 
 
+# merged == unmerged tolerance in fp32 where a method's scale amplifies rounding (fp64 agrees to 1e-13)
+MERGE_ATOL = {"peft-randlora": 1e-4}  # RandLoRA: alpha / r = 640 / 32
+
+
 def build(name: str, seed: int = 0, **options) -> VisionTransformer:
     torch.manual_seed(seed)
     return peftbench.build_model(name, "vit_micro_patch4_32", CLASSES, pretrained=False, **options).eval()
@@ -145,7 +149,7 @@ def test_merged_equals_unmerged_or_merge_is_refused(name: str, images):
     assert type(merged) is VisionTransformer
     reference_keys = set(timm.create_model("vit_micro_patch4_32", num_classes=CLASSES).state_dict())
     assert set(merged.state_dict()) == reference_keys
-    torch.testing.assert_close(features(merged, images), before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(features(merged, images), before, atol=MERGE_ATOL.get(name, 1e-5), rtol=0)
     torch.testing.assert_close(features(model, images), before, atol=0, rtol=0)  # the input model is untouched
 
 
