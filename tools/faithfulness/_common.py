@@ -105,6 +105,20 @@ def same_masks_difference(run_ours, run_theirs) -> float:
     return max_abs(mine, run_theirs())
 
 
+def compare_inits(report: "Report", groups: dict[str, tuple[list, list]], prefix: str = "") -> None:
+    """One row per group of (our, their) initial tensors: zero on both sides, or a two-sample KS p-value."""
+    from scipy import stats
+
+    for what, (a, b) in sorted(groups.items()):
+        a, b = torch.cat(a), torch.cat(b)
+        if not a.any() and not b.any():
+            report.check(f"{prefix}init of the {what}: zero on both sides", "0 / 0", "equal", True)
+            continue
+        p_value = stats.ks_2samp(a.numpy(), b.numpy()).pvalue
+        report.check(f"{prefix}init of the {what} ({a.numel():,} values): two-sample KS p-value", float(p_value),
+                     "> 0.01", p_value > 0.01)  # fmt: skip
+
+
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().double() - b.detach().double()).abs().max().item()
 

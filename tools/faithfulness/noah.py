@@ -30,8 +30,17 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
-from scipy import stats
+from _common import (
+    Report,
+    compare_inits,
+    finish,
+    logits_then_backward,
+    max_abs,
+    max_relative,
+    paper_config,
+    parse_args,
+    source_commit,
+)
 from timm.models.vision_transformer import VisionTransformer
 
 from peftbench import backbone
@@ -155,14 +164,7 @@ def check_init(report: Report, kind: str) -> None:
             a, b = groups.setdefault(kind_of, ([], []))
             a.append(mine.detach().flatten())
             b.append(their.detach().flatten())
-    for what, (a, b) in sorted(groups.items()):
-        a, b = torch.cat(a), torch.cat(b)
-        if not a.any() and not b.any():
-            report.check(f"{_method(kind)}: init of the {what}: zero on both sides", "0 / 0", "equal", True)
-            continue
-        p_value = stats.ks_2samp(a.numpy(), b.numpy()).pvalue
-        report.check(f"{_method(kind)}: init of the {what} ({a.numel():,} values): two-sample KS p-value",
-                     float(p_value), "> 0.01", p_value > 0.01)  # fmt: skip
+    compare_inits(report, groups, f"{_method(kind)}: ")
 
 
 def their_defaults(source: Path) -> argparse.Namespace:

@@ -25,6 +25,7 @@ import torch
 import yaml
 from _common import (
     Report,
+    compare_inits,
     finish,
     max_abs,
     max_relative,
@@ -35,7 +36,6 @@ from _common import (
     source_commit,
 )
 from noah import install_shims, their_defaults, their_lrs
-from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
 from peftbench import backbone
@@ -225,14 +225,7 @@ def check_init(report: Report, source: Path) -> None:
             a, b = groups.setdefault(kind, ([], []))
             a.append(mine.detach().flatten())
             b.append(view.detach().flatten())
-    for what, (a, b) in sorted(groups.items()):
-        a, b = torch.cat(a), torch.cat(b)
-        if not a.any() and not b.any():
-            report.check(f"init of the {what}: zero on both sides", "0 / 0", "equal", True)
-            continue
-        p_value = stats.ks_2samp(a.numpy(), b.numpy()).pvalue
-        report.check(f"init of the {what} ({a.numel():,} values): two-sample KS p-value", float(p_value), "> 0.01",
-                     p_value > 0.01)  # fmt: skip
+    compare_inits(report, groups)
     report.check("supernet prompt width the init's fan-in reads (SUPERNET.VISUAL_PROMPT_DIM, all 19 yamls)",
                  f"{SUPERNET_PROMPT_TOKENS} vs {sorted({their_subnet(source, t.name)[0]['VISUAL_PROMPT_DIM'] for t in get_suite('vtab1k').tasks})}",
                  "equal", {their_subnet(source, t.name)[0]["VISUAL_PROMPT_DIM"] for t in get_suite("vtab1k").tasks} == {SUPERNET_PROMPT_TOKENS})  # fmt: skip
