@@ -130,3 +130,19 @@ def test_bad_widths_are_refused_with_the_option_named(options: dict, message: st
     with pytest.raises(PeftbenchError) as error:
         NOAH(**options).apply(model)
     assert str(error.value) == message
+
+
+def test_mean_count_over_the_released_subnets_is_the_one_fact_and_convpass_reprint():
+    """FacT's Table 1 prints NOAH at 0.361 M "in backbones", averaged over the group means (Convpass:
+    0.36): this count gives 0.3615 M (0.3601 M flat). NOAH's own table prints 0.43 M, which neither
+    this count nor their code's (0.444 M, with the dead model-level prompts) gives."""
+    counts = {t.name: _formula(subnet(t.name)) for t in VTAB.tasks}
+    groups = [[t.name for t in VTAB.tasks if t.group == g] for g in ("natural", "specialized", "structured")]
+    grouped = sum(sum(counts[t] for t in g) / len(g) for g in groups) / 3
+    assert abs(grouped / 1e6 - 0.361) < 0.001 and round(sum(counts.values()) / 19 / 1e6, 2) == 0.36
+    assert counts["cifar"] == count_on_vit_b(subnet("cifar"))
+
+
+def _formula(method: NOAH, dim: int = 768) -> int:
+    lens, ranks, dims = method.widths(12)
+    return sum(lens) * dim + sum(ranks) * 4 * dim + sum(2 * dim * d + d + dim for d in dims if d)
