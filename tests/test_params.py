@@ -20,6 +20,8 @@ VIT_B_100_CLASSES = {
     "bitfit": 179_812,
     "fact_tt": 76_900 + 21_504,  # r = 8: U and V (2 x 768 x 8) + 12 blocks x 12 r²
     "convpass": 76_900 + 327_552,  # the paper's 0.33 M: 24 bypasses x (6,152 + 584 + 6,912)
+    # ln_tune and difffit: the inserted_parameters PETL_Vision records for every VTAB-1k task
+    # (OSU-MLB/PETL_Vision@245d262 tune_output/default_vtab/processed_vtab/<task>/{ln,difffit}/final_result.json)
     "ln_tune": 76_900 + 38_400,  # 25 LayerNorms x 2 x 768
     "difffit": 76_900 + 140_544,  # BitFit's 102,912 + the LayerNorm weights (19,200) + 2 x 768 x 12 factors
     "adapter_houlsby": 76_900 + 313_536,  # d = 8: 24 adapters x (2 x 768 x 8 + 8 + 768)
@@ -27,7 +29,9 @@ VIT_B_100_CLASSES = {
     "repadapter": 76_900
     + 239_808,  # 24 x (768 x 8 + 8 + 768 x 4 + 768); the paper's 0.22 M is the weights alone, 24 x 9,216
     "adapter_plus": 76_900 + 165_984,  # d = 8: 12 x (2 x 768 x 8 + 8 + 768 + 768 channel scales)
-    "noah": 76_900 + 331_836,  # 5 everywhere: 12 x (5 x 768 + 4 x 768 x 5 + 2 x 768 x 5 + 5 + 768)
+    # noah at its default widths, 5 everywhere: 12 x (5 x 768 + 4 x 768 x 5 + 2 x 768 x 5 + 5 + 768);
+    # the released subnets' counts: tests/methods/test_method_noah.py
+    "noah": 76_900 + 331_836,
     "fact_tk": 76_900 + 13_952,  # r = 8 (the default): U and V (12,288) + C (8³) + P (8 x 144)
 }
 
