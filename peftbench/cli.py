@@ -83,7 +83,12 @@ def grouped_options(*groups: type) -> Callable:
 class RunOptions:
     """What `peftbench run` runs: the arguments of `RunRequest.from_options`."""
 
-    methods: list[str] = cli_option(..., "--method", "-m", help="Method name (repeatable), or 'all'.")
+    methods: list[str] = cli_option(
+        ...,
+        "--method",
+        "-m",
+        help="Method name (repeatable), a pattern such as 'peft-*', or 'all' (every method whose optional dependency is installed).",
+    )
     suite: str = cli_option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc.")
     tasks: Optional[list[str]] = cli_option(None, "--task", "-t", help="Only these tasks (repeatable); default: all.")
     protocol: str = cli_option(
