@@ -25,6 +25,21 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` so that a reader sees the old file or the whole new one, never half."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes files
     os.umask(mask)

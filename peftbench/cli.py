@@ -250,6 +250,30 @@ def report(
 
 
 @app.command()
+def compare(
+    method_a: str = typer.Argument(..., help="Method A, e.g. lora."),
+    method_b: str = typer.Argument(..., help="Method B, the one A is compared with, e.g. linear."),
+    suite: str = typer.Option(..., "--suite", "-s", help="Suite name: demo, vtab (vtab1k), fgvc."),
+    protocol: Optional[str] = typer.Option(None, help="Protocol of the runs (default: the only one there is)."),
+    model: Optional[str] = typer.Option(None, help="Backbone of the runs (default: the only one there is)."),
+    results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder to read records from."),
+    resamples: int = typer.Option(10_000, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    alpha: float = typer.Option(0.05, help="Significance level after Holm's correction."),
+    format: TableFormat = typer.Option(TableFormat.md, "--format", "-f", help="Output format."),
+) -> None:
+    """Per task: A − B in top-1 with a paired-bootstrap 95 % interval and McNemar's p; Holm-corrected wins, ties, losses."""
+    from .reports.compare import compare as compare_methods
+    from .reports.compare import render
+
+    try:
+        comparison = compare_methods(results, suite, method_a, method_b, protocol, model, resamples, seed, alpha)
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(render(comparison, "json" if format.value == "json" else "md"), nl=False)
+
+
+@app.command()
 def params(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite whose tasks set the head sizes."),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable); default: all."),

@@ -16,7 +16,7 @@ import random
 import resource
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ class TrainResult:
     compiled: bool = False
     test_curve: tuple[tuple[int, float], ...] = ()  # (epoch, top-1) every `eval_every` epochs; best-test only
     lr_per_epoch: tuple[float, ...] = ()  # the lr of the first training step of every epoch
+    predictions: Any = None  # the final evaluation's predicted class per example (a CPU tensor)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -330,7 +331,8 @@ def train_and_evaluate(
     elif not cached:
         forward = images_forward(model, normalise)  # eager: a one-pass evaluation does not repay compiling
     started = time.perf_counter()
-    top1 = _top1(predict(forward, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision), test)
+    predicted = predict(forward, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision).argmax(dim=1)
+    top1 = _top1_of(predicted, test)
     if eval_every:
         curve.append((cfg.total_epochs, top1))
     eval_seconds = time.perf_counter() - started
@@ -349,6 +351,7 @@ def train_and_evaluate(
         compiled=compile and not cached,
         test_curve=tuple(curve),
         lr_per_epoch=fitted.lr_per_epoch,
+        predictions=predicted.cpu(),
     )
 
 
@@ -373,4 +376,8 @@ def _lazy_features(
 
 
 def _top1(logits: torch.Tensor, split: Split) -> float:
-    return (logits.argmax(dim=1) == split.labels).sum().item() * 100 / len(split.labels)
+    return _top1_of(logits.argmax(dim=1), split)
+
+
+def _top1_of(predicted: torch.Tensor, split: Split) -> float:
+    return (predicted == split.labels).sum().item() * 100 / len(split.labels)

@@ -100,6 +100,22 @@ class ScheduleTrace:
 
 
 @dataclasses.dataclass(frozen=True)
+class Predictions:
+    """The evaluated split's predicted class per example, in a sidecar `.npz` beside the record
+    (arrays `predicted` and `labels`, in the split's order); the record holds its name and sha256.
+    `arrays` carries (predicted, labels) in memory until the store writes them."""
+
+    split: str
+    count: int
+    file: str = ""
+    sha256: str = ""
+    arrays: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def stored(self) -> dict[str, Any]:
+        return {"split": self.split, "count": self.count, "file": self.file, "sha256": self.sha256}
+
+
+@dataclasses.dataclass(frozen=True)
 class Provenance:
     device: str = "unknown"
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -136,6 +152,7 @@ class Record:
     selection: dict[str, Any] | None = None  # tune finals: the chosen point and every trial's score
     unit: UnitInfo | None = None
     adapted: dict[str, Any] | None = None  # what the method built, as it describes it (peft: version, tuner, config)
+    predictions: Predictions | None = None  # ok records since predictions were kept: the sidecar's name and hash
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -167,7 +184,10 @@ class Record:
             value = getattr(self, field.name)
             if field.name in out or field.name == "schema_version" or value in (None, ""):
                 continue
-            out[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            if isinstance(value, Predictions):
+                out[field.name] = value.stored()
+            else:
+                out[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         return out
 
     @classmethod
@@ -216,6 +236,7 @@ def _parse(raw: dict[str, Any]) -> Record:
         unit=part(UnitInfo, "unit"),
         schedule=_schedule(raw.get("schedule")),
         adapted=raw.get("adapted"),
+        predictions=part(Predictions, "predictions"),
     )
 
 

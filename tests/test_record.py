@@ -88,6 +88,7 @@ def test_a_record_with_every_part_round_trips_through_json():
         Memory,
         Metrics,
         Params,
+        Predictions,
         Provenance,
         ScheduleTrace,
         Timing,
@@ -106,6 +107,7 @@ def test_a_record_with_every_part_round_trips_through_json():
         data=DataInfo("train800", 800, "val200", 200, {"name": "vtab-resize"}, {"val200": {"sha256": "x"}}),
         selection={"chosen_point": {"lr": 0.1}}, unit=UnitInfo("s", "w", "main", {"lr": 0.1}),
         adapted={"library": "peft", "version": "0.21.2", "label": "LoRA, r=4", "config": {"r": 4}},
+        predictions=Predictions("val200", 200, "x.predictions.npz", "ab12"),
     )  # fmt: skip
     raw = json.loads(json.dumps(record.to_json()))
     assert set(raw) == {f.name for f in dataclasses.fields(Record)} - {"reason", "traceback"}

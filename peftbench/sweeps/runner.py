@@ -21,7 +21,18 @@ from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import get_method
 from ..params import count_parameters
-from ..record import DataInfo, Execution, Memory, Metrics, Params, Provenance, Record, ScheduleTrace, Timing
+from ..record import (
+    DataInfo,
+    Execution,
+    Memory,
+    Metrics,
+    Params,
+    Predictions,
+    Provenance,
+    Record,
+    ScheduleTrace,
+    Timing,
+)
 from ..spec import RunSpec
 
 
@@ -120,7 +131,16 @@ def run_spec(
         ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
         adapted=adapted,
+        predictions=_predictions(split, result.predictions, evaluated),
     )
+
+
+def _predictions(split: str, predicted: torch.Tensor | None, evaluated: Split) -> Predictions | None:
+    """The evaluated split's predictions and labels, for the store to keep beside the record."""
+    if predicted is None:
+        return None
+    arrays = (predicted.cpu().numpy().astype("int32"), evaluated.labels.cpu().numpy().astype("int32"))
+    return Predictions(split, len(evaluated), arrays=arrays)
 
 
 def one_line(exc: BaseException) -> str:
