@@ -11,18 +11,7 @@ from typing import Any
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to `path` so that a reader sees the old file or the whole new one, never half."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes it 0600; a shared results folder needs group read
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:

@@ -36,9 +36,9 @@ def test_a_crash_while_writing_keeps_the_old_record_and_leaves_no_temp_file(tmp_
     store.put(_record(SPEC, 50.0))
 
     def crash(*args, **kwargs):
-        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of json.dump
+        raise KeyboardInterrupt  # e.g. Ctrl-C after the temp file is written, before it reached the disk
 
-    monkeypatch.setattr(atomic.json, "dump", crash)
+    monkeypatch.setattr(atomic.os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         store.put(_record(SPEC, 99.0))
     monkeypatch.undo()
