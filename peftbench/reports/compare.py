@@ -200,10 +200,9 @@ def render(comparison: Comparison, fmt: str = "md") -> str:
         mark = {"win": "▲", "loss": "▼", "tie": ""}[t.verdict]
         lines.append(f"| {t.task} | {t.examples:,} | {','.join(map(str, t.seeds))} | {t.top1_a:.1f} | {t.top1_b:.1f} | "
                      f"{t.difference:+.2f} | [{t.low:+.2f}, {t.high:+.2f}] | {t.p_value:.3g} | {t.p_holm:.3g} | {mark} |")  # fmt: skip
-    for m in c.means:
-        lines.append(
-            f"| **{m.name}** | | | | | {m.difference:+.2f} | [{m.low:+.2f}, {m.high:+.2f}] | {m.p_value:.3g} | | |"
-        )
+    for m in c.means:  # a bootstrap p of 0: no replicate on the far side of 0
+        shown = f"< {1 / c.resamples:.0e}" if m.p_value == 0 else f"{m.p_value:.3g}"
+        lines.append(f"| **{m.name}** | | | | | {m.difference:+.2f} | [{m.low:+.2f}, {m.high:+.2f}] | {shown} | | |")
     wins, ties, losses = c.wins_ties_losses
     lines += [
         "",
