@@ -233,13 +233,21 @@ def report(
     plot_time: Optional[Path] = typer.Option(None, help="Write mean accuracy against training time (.png or .svg)."),
     heatmap: Optional[Path] = typer.Option(None, help="Write per-task deltas against --baseline (.png or .svg)."),
     baseline: Optional[str] = typer.Option(None, help="The row the heat map compares with, e.g. linear."),
+    significance: Optional[str] = typer.Option(
+        None, help="Mark cells that differ significantly from this row (McNemar, Holm), e.g. linear."
+    ),
 ) -> None:
     """Render leaderboards from the records under --results (and plots with --plot / --heatmap)."""
     from .reports.make import PlotRequest, make_report
 
     try:
         text = make_report(
-            results, suite, format.value, reference is Reference.paper, PlotRequest(plot, plot_time, heatmap, baseline)
+            results,
+            suite,
+            format.value,
+            reference is Reference.paper,
+            PlotRequest(plot, plot_time, heatmap, baseline),
+            significance,
         )
     except PeftbenchError as exc:
         raise fail(str(exc)) from None

@@ -77,8 +77,9 @@ class Comparison:
 
 
 def compare(results: Path, suite_name: str, a: str, b: str, protocol: str | None = None, model: str | None = None,
-            resamples: int = 10_000, seed: int = 0, alpha: float = 0.05) -> Comparison:  # fmt: skip
-    """A against B on every task of the suite both have runs of."""
+            resamples: int = 10_000, seed: int = 0, alpha: float = 0.05, intervals: bool = True) -> Comparison:  # fmt: skip
+    """A against B on every task of the suite both have runs of (`intervals=False`: the tests and their
+    Holm-corrected verdicts only, no bootstrap)."""
     if resamples < 100:
         raise PeftbenchError(f"--resamples must be at least 100, got {resamples}")
     suite, store = get_suite(suite_name), Store(results)
@@ -93,13 +94,15 @@ def compare(results: Path, suite_name: str, a: str, b: str, protocol: str | None
         if not seeds:
             continue
         right_a, right_b = _paired_correct(store, by_seed[a], by_seed[b], seeds, task.name)
-        comparison, replicates[task.name] = _task(task.name, seeds, right_a, right_b, resamples, rng)
+        comparison, replicates[task.name] = _task(
+            task.name, seeds, right_a, right_b, resamples if intervals else 0, rng
+        )
         compared.append(comparison)
     if not compared:
         raise PeftbenchError(f"no task of {suite.name} has runs of both {a} and {b} with a common seed under {results}")
     tasks = _holm(compared, alpha)
-    return Comparison(suite.name, a, b, protocol, model, tuple(tasks), _means(suite, tasks, replicates), alpha,
-                      resamples, seed)  # fmt: skip
+    means = _means(suite, tasks, replicates) if intervals else ()
+    return Comparison(suite.name, a, b, protocol, model, tuple(tasks), means, alpha, resamples, seed)
 
 
 def _one(runs: list[Record], field: str, chosen: str | None, a: str, b: str) -> str:
@@ -133,7 +136,9 @@ def _task(
 
     a, b = right_a.astype(float), right_b.astype(float)
     difference = 100 * (a.mean() - b.mean())
-    if np.array_equal(a, b):  # every resample is 0: scipy would warn of a degenerate distribution
+    if not resamples:  # no intervals asked for
+        replicates, low, high = np.zeros(0), float("nan"), float("nan")
+    elif np.array_equal(a, b):  # every resample is 0: scipy would warn of a degenerate distribution
         replicates = np.zeros(resamples)
         low = high = 0.0
     else:

@@ -41,6 +41,7 @@ class Leaderboard:
     efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # per row: time, throughput, memory, device
     provenance: list[str] = field(default_factory=list)  # what regenerates the table
     row_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> method, model, protocol of our rows
+    marks: dict[tuple[str, str], str] = field(default_factory=dict)  # (row, column) -> ▲ / ▼ (report --significance)
 
     @property
     def is_empty(self) -> bool:

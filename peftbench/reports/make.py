@@ -25,7 +25,12 @@ class PlotRequest:
 
 
 def make_report(
-    results: Path, suite: str | None, fmt: str, reference: bool = False, plots: PlotRequest = PlotRequest()
+    results: Path,
+    suite: str | None,
+    fmt: str,
+    reference: bool = False,
+    plots: PlotRequest = PlotRequest(),
+    significance: str | None = None,
 ) -> str:
     """The leaderboard of `suite` (every suite with records when None) in `fmt`, writing the plots asked for."""
     suites = [get_suite(suite)] if suite else list(all_suites().values())
@@ -43,6 +48,12 @@ def make_report(
         raise PeftbenchError(f"no finished records under {results}" + (f" for suite {suite}" if suite else ""))
     if plots.any:
         _draw(boards[0], plots)
+    if significance:
+        if len(boards) != 1:
+            raise PeftbenchError("--significance needs one --suite")
+        from .significance import with_significance
+
+        boards = [with_significance(boards[0], results, significance)]
     if reference:
         from .published import with_published
 

@@ -17,6 +17,8 @@ import pandas as pd
 from .leaderboard import FLAT_MEAN, GROUP_MEAN, MISSING, Leaderboard, group_column
 
 LATEX_SPECIALS = {
+    "▲": r"$\uparrow$",  # report --significance marks
+    "▼": r"$\downarrow$",
     "\\": r"\textbackslash{}",
     "&": r"\&",
     "%": r"\%",
@@ -198,12 +200,13 @@ def _format_value(column: str, value: Any) -> str:
 def formatted(board: Leaderboard) -> pd.DataFrame:
     """The table as display strings; `mean ± std` where several seeds give a spread."""
     shown = board.table.apply(lambda column: column.map(lambda v: _format_value(column.name, v)))
-    if board.spread.empty:
-        return shown
-    for label in shown.index:
-        for column, std in board.spread.loc[label].items():
-            if not pd.isna(std) and not pd.isna(board.table.at[label, column]):
-                shown.at[label, column] = f"{shown.at[label, column]} ± {std:.1f}"
+    if not board.spread.empty:
+        for label in shown.index:
+            for column, std in board.spread.loc[label].items():
+                if not pd.isna(std) and not pd.isna(board.table.at[label, column]):
+                    shown.at[label, column] = f"{shown.at[label, column]} ± {std:.1f}"
+    for (label, column), mark in board.marks.items():  # report --significance
+        shown.at[label, column] = f"{shown.at[label, column]} {mark}"
     return shown
 
 
@@ -231,6 +234,10 @@ def render(board: Leaderboard, fmt: str) -> str:
                     "suite": board.suite.name,
                     "rows": rows,
                     "efficiency": efficiency,
+                    "marks": [
+                        {"Method": label, "column": column, "mark": mark}
+                        for (label, column), mark in board.marks.items()
+                    ],
                     "notes": board.notes,
                     "provenance": board.provenance,
                 },

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.errors import PeftbenchError
-from peftbench.record import Metrics, Predictions, Record
+from peftbench.record import Execution, Metrics, Params, Predictions, Record
 from peftbench.reports.compare import compare, render
 from peftbench.settings import TrainConfig
 from peftbench.spec import RunSpec
@@ -27,8 +27,8 @@ def put(store: Store, method: str, task: str, seed: int, predicted, labels) -> R
         "demo", task, method, "vit_micro_patch4_32", "random init", seed, TrainConfig(epochs=1, warmup_epochs=0), {}
     )
     top1 = 100 * float(np.mean(np.asarray(predicted) == np.asarray(labels)))
-    record = Record(spec.key, "run", spec, "ok", metrics=Metrics(top1),
-                    predictions=Predictions("test", len(labels), arrays=(np.asarray(predicted), np.asarray(labels))))  # fmt: skip
+    record = Record(spec.key, "run", spec, "ok", metrics=Metrics(top1), params=Params(10, 5, 5, 100),
+                    execution=Execution(), predictions=Predictions("test", len(labels), arrays=(np.asarray(predicted), np.asarray(labels))))  # fmt: skip
     store.put(record)
     return record
 
@@ -122,3 +122,33 @@ def test_compare_on_a_real_demo_sweep_prints_intervals_and_p_values(tmp_path: Pa
     assert "wins" in shown.stdout and "McNemar" in shown.stdout
     refused = runner.invoke(app, ["compare", "lora", "nope", "--suite", "demo", "--results", str(out)])
     assert refused.exit_code != 0 and "no task of demo has runs of both lora and nope" in refused.output
+
+
+def test_report_marks_the_cells_that_differ_significantly_from_the_baseline(tmp_path: Path):
+    store = pair(tmp_path, 150, "landcover")  # lora right on all, linear wrong on 150 of 500
+    labels = np.arange(N) % 5
+    put(store, "lora", "count", 42, labels, labels)
+    put(store, "linear", "count", 42, labels, labels)  # identical: no mark
+    put(store, "vpt_deep", "count", 42, np.where(np.arange(N) < 100, (labels + 1) % 5, labels), labels)
+    runner = CliRunner()
+    shown = runner.invoke(
+        app, ["report", "--suite", "demo", "--results", str(tmp_path / "results"), "--significance", "linear"]
+    )
+    assert shown.exit_code == 0, shown.output
+    leaderboard = shown.stdout.split("\n\n")[1]  # the accuracy table (the efficiency table has rows too)
+    row = {line.split("|")[1].strip(): line for line in leaderboard.splitlines() if line.startswith("| ")}
+    assert "100.0 ▲" in row["lora"] and row["lora"].count("▲") == 1 and "▲" not in row["linear"]
+    assert "80.0 ▼" in row["vpt_deep"]  # worse than linear on count
+    assert "significantly better / worse than linear" in shown.stdout
+    shown_as = {}
+    for fmt in ("latex", "html", "json"):
+        args = ["report", "-s", "demo", "--results", str(tmp_path / "results"), "--significance", "linear", "-f", fmt]
+        out = runner.invoke(app, args)
+        assert out.exit_code == 0, out.output
+        shown_as[fmt] = out.stdout
+    assert "100.0 $\\uparrow$" in shown_as["latex"] and "100.0 ▲</strong>" in shown_as["html"]
+    assert {"Method": "lora", "column": "landcover", "mark": "▲"} in json.loads(shown_as["json"])["marks"]
+    missing = runner.invoke(
+        app, ["report", "-s", "demo", "--results", str(tmp_path / "results"), "--significance", "nope"]
+    )
+    assert missing.exit_code != 0 and "--significance nope: no such row in demo" in missing.output
