@@ -228,23 +228,10 @@ def render(board: Leaderboard, fmt: str) -> str:
         efficiency = (
             json.loads(board.efficiency.reset_index().to_json(orient="records")) if not board.efficiency.empty else []
         )
-        return (
-            json.dumps(
-                {
-                    "suite": board.suite.name,
-                    "rows": rows,
-                    "efficiency": efficiency,
-                    "marks": [
-                        {"Method": label, "column": column, "mark": mark}
-                        for (label, column), mark in board.marks.items()
-                    ],
-                    "notes": board.notes,
-                    "provenance": board.provenance,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        payload = {"suite": board.suite.name, "rows": rows, "efficiency": efficiency}
+        if board.marks:  # report --significance
+            payload["marks"] = [{"Method": r, "column": c, "mark": m} for (r, c), m in board.marks.items()]
+        return json.dumps({**payload, "notes": board.notes, "provenance": board.provenance}, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt}; valid formats: {', '.join(FORMATS)}")
 
 
