@@ -233,6 +233,9 @@ def report(
     plot_time: Optional[Path] = typer.Option(None, help="Write mean accuracy against training time (.png or .svg)."),
     heatmap: Optional[Path] = typer.Option(None, help="Write per-task deltas against --baseline (.png or .svg)."),
     baseline: Optional[str] = typer.Option(None, help="The row the heat map compares with, e.g. linear."),
+    plot_cd: Optional[Path] = typer.Option(
+        None, help="Write the critical-difference diagram of all rows (Friedman, then Nemenyi; .png or .svg)."
+    ),
     significance: Optional[str] = typer.Option(
         None, help="Mark cells that differ significantly from this row (McNemar, Holm), e.g. linear."
     ),
@@ -246,7 +249,7 @@ def report(
             suite,
             format.value,
             reference is Reference.paper,
-            PlotRequest(plot, plot_time, heatmap, baseline),
+            PlotRequest(plot, plot_time, heatmap, baseline, plot_cd),
             significance,
         )
     except PeftbenchError as exc:

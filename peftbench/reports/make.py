@@ -18,10 +18,11 @@ class PlotRequest:
     time: Path | None = None  # mean accuracy against training time
     heatmap: Path | None = None  # per-task deltas against `baseline`
     baseline: str | None = None
+    cd: Path | None = None  # critical-difference diagram of the rows across the suite's tasks
 
     @property
     def any(self) -> bool:
-        return bool(self.pareto or self.time or self.heatmap)
+        return bool(self.pareto or self.time or self.heatmap or self.cd)
 
 
 def make_report(
@@ -37,7 +38,7 @@ def make_report(
     if not results.is_dir():
         raise PeftbenchError(f"results folder {results} does not exist; run `peftbench run` first or pass --results")
     if plots.any and len(suites) != 1:
-        raise PeftbenchError("--plot, --plot-time and --heatmap need one --suite")
+        raise PeftbenchError("--plot, --plot-time, --heatmap and --plot-cd need one --suite")
     if plots.heatmap and not plots.baseline:
         raise PeftbenchError("--heatmap needs --baseline ROW, e.g. --baseline linear")
     runs = runs_frame(Store(results).records())
@@ -71,3 +72,5 @@ def _draw(board, plots: PlotRequest) -> None:
         drawing.accuracy_vs_time_plot(board, (minutes * 60).to_dict(), plots.time)
     if plots.heatmap:
         drawing.delta_heatmap(board, plots.baseline, plots.heatmap)
+    if plots.cd:
+        drawing.cd_diagram(board, plots.cd)

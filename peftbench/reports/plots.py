@@ -10,6 +10,8 @@
 - `delta_heatmap`: per-task top-1 change (row − baseline, in points) for every other row; tasks ordered
   and labelled by suite group, then the flat mean; blue better, red worse, on a colour scale symmetric
   about 0; a cell without a number on either side is left grey and blank.
+- `cd_diagram`: the critical-difference diagram of the rows across the suite's tasks: Friedman's test,
+  then the Nemenyi critical difference (Demšar, JMLR 2006), rows joined where they are not told apart.
 
 Matplotlib is imported inside the functions (so importing this module, or peftbench.reports, stays
 cheap) and only through its object-oriented `Figure` API, which renders with Agg without pyplot:
@@ -19,6 +21,7 @@ nothing needs a display and no global backend is switched. SVG keeps text as <te
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Collection, Mapping
 
@@ -366,3 +369,68 @@ def delta_heatmap(board: Leaderboard, baseline_row: str, path: str | Path) -> No
     fig.colorbar(image, ax=ax, label=f"Δ top-1 vs {_plain(baseline_row)} (points)", shrink=0.9)
     ax.set_title(f"{_plain(board.suite.name)}: top-1 change against {_plain(baseline_row)}", pad=20)
     _save(fig, path)
+
+
+@dataclass(frozen=True)
+class CriticalDifference:
+    """Friedman's test over the rows' per-task top-1, then the Nemenyi critical difference (Demšar 2006)."""
+
+    average_ranks: dict[str, float]  # row -> mean rank over tasks (1 = best)
+    friedman_p: float
+    critical_difference: float  # at `alpha`: rows whose mean ranks differ by less are not told apart
+    alpha: float
+
+
+def critical_difference(board: Leaderboard, alpha: float = 0.05) -> CriticalDifference:
+    """Ranks of every row with a number on every task (ties share their mean rank), Friedman's
+    chi-square test (`scipy.stats.friedmanchisquare`) and Nemenyi's CD = q_α sqrt(k (k + 1) / (6 N)),
+    q_α the studentized range quantile over sqrt 2 (`scipy.stats.studentized_range`)."""
+    from scipy import stats
+
+    tasks = [t.name for t in board.suite.tasks if t.name in board.table.columns]
+    scores = board.table.loc[list(board.row_runs), tasks].dropna()
+    if len(scores) < 3 or len(tasks) < 2:
+        raise PeftbenchError(f"a critical-difference diagram needs 3 or more rows with a number on each of 2 or more "
+                             f"tasks; {board.suite.name} has {len(scores)} such rows on {len(tasks)} tasks")  # fmt: skip
+    ranks = scores.rank(axis=0, ascending=False, method="average")
+    friedman = stats.friedmanchisquare(*scores.to_numpy())
+    k, n = len(scores), len(tasks)
+    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    cd = q * math.sqrt(k * (k + 1) / (6 * n))
+    return CriticalDifference(ranks.mean(axis=1).sort_values().to_dict(), float(friedman.pvalue), float(cd), alpha)
+
+
+def cd_diagram(board: Leaderboard, path: str | Path, alpha: float = 0.05) -> CriticalDifference:
+    """Write the critical-difference diagram (mean ranks on an axis, the CD bar, and a thick line
+    joining each maximal group of rows within one CD of each other) to `path`; return its figures."""
+    path = _check_path(path)
+    result = critical_difference(board, alpha)
+    names, ranks = list(result.average_ranks), list(result.average_ranks.values())
+    k = len(names)
+    fig = _new_figure((7.0, 1.2 + 0.16 * k))
+    ax = fig.add_subplot()
+    ax.set_xlim(k + 0.5, 0.5)  # rank 1 (best) on the right, as Demšar draws it
+    ax.set_ylim(-(1.3 + ((k + 1) // 2) * 0.55), 1.6)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="black", linewidth=1)
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.15, color="black", linewidth=1)
+        ax.text(r, 0.3, str(r), ha="center", fontsize=8)
+    for i, (name, rank) in enumerate(zip(names, ranks)):
+        left = i >= (k + 1) // 2  # the better half labelled on the right, the rest on the left
+        y = -(1 + (k - 1 - i if left else i) * 0.55)
+        edge = k + 0.4 if left else 0.6
+        ax.plot([rank, rank, edge], [0, y, y], color="black", linewidth=0.8)
+        ax.text(edge, y, f" {_plain(name)} ({rank:.2f}) ", ha="right" if left else "left", va="center", fontsize=8)
+    ax.hlines(1.1, 1, 1 + result.critical_difference, color="black", linewidth=2)
+    ax.text(1 + result.critical_difference / 2, 1.25, f"CD = {result.critical_difference:.2f}", ha="center", fontsize=8)
+    depth = 0
+    for start in range(k):  # maximal cliques: rows within one CD of the first of them
+        end = max(j for j in range(start, k) if ranks[j] - ranks[start] < result.critical_difference)
+        if end > start and (start == 0 or ranks[end] - ranks[start - 1] >= result.critical_difference):
+            depth += 1
+            ax.hlines(-0.25 * depth, ranks[start] - 0.05, ranks[end] + 0.05, color="black", linewidth=3)
+    ax.set_title(f"{_plain(board.suite.name)}: mean ranks over {len(board.suite.tasks)} tasks (Friedman p = "
+                 f"{result.friedman_p:.3g}; Nemenyi, α = {alpha:g})", fontsize=9)  # fmt: skip
+    _save(fig, path)
+    return result

@@ -179,3 +179,23 @@ def test_delta_heatmap_errors(board, tmp_path):
 def test_importing_report_and_plots_does_not_import_matplotlib():
     code = "import sys, peftbench.reports.leaderboard, peftbench.reports.plots; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_critical_difference_diagram_ranks_rows_with_friedman_and_nemenyi(board, tmp_path):
+    from scipy import stats
+
+    from peftbench.reports.plots import cd_diagram, critical_difference
+
+    result = critical_difference(board)  # bitfit lacks a task: left out
+    # per task (seed means): lora 83, 91, 60, 74; full 80, 90, 60, 70; linear 60, 80, 30, 40
+    assert result.average_ranks == {"lora": 1.125, "full": 1.875, "linear": 3.0}
+    q = stats.studentized_range.ppf(0.95, 3, np.inf) / np.sqrt(2)
+    assert result.critical_difference == pytest.approx(q * np.sqrt(3 * 4 / (6 * 4)))  # k = 3 rows, N = 4 tasks
+    assert result.friedman_p == pytest.approx(
+        stats.friedmanchisquare([83, 91, 60, 74], [80, 90, 60, 70], [60, 80, 30, 40]).pvalue
+    )
+    cd_diagram(board, tmp_path / "cd.svg")
+    text = _svg_texts(tmp_path / "cd.svg")
+    assert "CD = " in text and "lora (1.12)" in text and "Friedman p" in text and "bitfit" not in text
+    with pytest.raises(PeftbenchError, match="needs 3 or more rows"):
+        critical_difference(_board({k: ROWS[k] for k in ("full", "lora")}))
