@@ -20,7 +20,7 @@ MARKS = {"win": "▲", "loss": "▼"}
 
 
 def with_significance(board: Leaderboard, results: Path, baseline: str, alpha: float = 0.05) -> Leaderboard:
-    rows = {label: run for label, run in board.row_runs.items()}
+    rows = board.row_runs
     base = next((label for label, run in rows.items() if _method(label) == baseline), None)
     if base is None:
         raise PeftbenchError(f"--significance {baseline}: no such row in {board.suite.name}; rows: {', '.join(rows)}")

@@ -48,6 +48,16 @@ def source_commit(source: Path) -> str:
         return "unknown"
 
 
+def source_link(clone: str, pinned: str, commit: str) -> str:
+    """The checkout as a report names it: `[owner/repo](url)@short commit` (the pinned one for an exported tree)."""
+    return f"[{clone.removeprefix('https://github.com/')}]({clone})@{(commit if commit != 'unknown' else pinned)[:7]}"
+
+
+def agreement(differ: list, total: int) -> str:
+    """`matched/total`, naming the items that differ."""
+    return f"{total - len(differ)}/{total}" + (f" (differ: {differ})" if differ else "")
+
+
 def paper_config(method: str, suite: str, task: str, **changes) -> TrainConfig:
     """The TrainConfig `peftbench run --protocol paper` resolves for `method` on `task`."""
     chosen = get_suite(suite)

@@ -37,6 +37,7 @@ from _common import (
     parse_args,
     same_masks_difference,
     source_commit,
+    source_link,
 )
 from _common import share_values as share
 from scipy import stats
@@ -202,7 +203,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("Adapter+ (Steitz & Roth, CVPR 2024): `adapter_plus`, `--protocol paper`",
-                    f"[visinf/adapter_plus]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "adapter_plus/vit_adapter.py, conf/adapter/{adapter_plus,base_adapter}.yaml, modeling/adaptermodel.py (rule), "
                     "conf/{config,train/default,train/optimizer/adamw,data/base_data,experiment/vtab/adapter_plus_dim8}.yaml, "
                     "modeling/lr_scheduler.py, train.py")  # fmt: skip

@@ -15,7 +15,7 @@ count, and the adapter's init. AdaptFormer has no VTAB-1k recipe (`--protocol pa
 from __future__ import annotations
 
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, parity_inputs, parse_args, source_commit
+from _common import Report, finish, logits_then_backward, max_abs, parity_inputs, parse_args, source_commit, source_link
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -130,7 +130,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("AdaptFormer (Chen et al., NeurIPS 2022): `adaptformer`",
-                    f"[ShoufaChen/AdaptFormer]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "models/vit_image.py, models/custom_modules.py, models/adapter.py, main_image.py (tuning_config)")  # fmt: skip
     check_module(report)
     check_drop_path(report)

@@ -23,6 +23,7 @@ import torch
 import yaml
 from _common import (
     Report,
+    agreement,
     finish,
     logits_then_backward,
     max_abs,
@@ -32,6 +33,7 @@ from _common import (
     script_scheduler_lrs,
     share_values,
     source_commit,
+    source_link,
 )
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
@@ -135,7 +137,7 @@ def check_recipe(report: Report, source: Path) -> None:
         worst = max(worst, max_relative(lr_per_epoch(train), script_scheduler_lrs(
             source / "convpass" / "vtab" / "train.py", train.lr)))  # fmt: skip
     report.check("per-task scale and conv init vs configs/convpass/<task>.yaml",
-                 f"{len(vtab.tasks) - len(differ)}/{len(vtab.tasks)}" + (f" (differ: {differ})" if differ else ""),
+                 agreement(differ, len(vtab.tasks)),
                  "all", not differ)  # fmt: skip
     report.check(f"lr of every epoch on all {len(vtab.tasks)} tasks vs their scheduler and loop, max relative difference",
                  worst, "1e-9", worst <= 1e-9)  # fmt: skip
@@ -145,7 +147,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("Convpass (Jie & Deng, 2022): `convpass`, `--protocol paper`",
-                    f"[JieShibo/PETL-ViT]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "convpass/vtab/convpass.py, convpass/vtab/train.py, convpass/vtab/configs/convpass/*.yaml")  # fmt: skip
     sys.path.insert(0, str(args.source / "convpass" / "vtab"))
     import convpass as module

@@ -28,6 +28,8 @@ import torch
 import yaml
 from _common import (
     Report,
+    agreement,
+    compare_inits,
     finish,
     logits_then_backward,
     max_abs,
@@ -36,8 +38,8 @@ from _common import (
     parse_args,
     script_scheduler_lrs,
     source_commit,
+    source_link,
 )
-from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
 from peftbench.api import adapt
@@ -145,14 +147,7 @@ def check_variant(report: Report, module, variant: str) -> None:
             a, b = pools.setdefault(label.split()[-1], ([], []))  # the layer's cores pooled by kind
             a.append(mine.detach().flatten())
             b.append(their.detach().flatten())
-    for kind, (a, b) in pools.items():
-        a, b = torch.cat(a), torch.cat(b)
-        if not a.any() and not b.any():
-            report.check(f"{name}: init of {kind}: zero on both sides", "0 / 0", "equal", True)
-            continue
-        p_value = stats.ks_2samp(a.numpy(), b.numpy()).pvalue
-        report.check(f"{name}: init of {kind} ({a.numel():,} values): two-sample KS p-value", float(p_value),
-                     "> 0.01", p_value > 0.01)  # fmt: skip
+    compare_inits(report, pools, f"{name}: ")
 
 
 def check_recipe(report: Report, source: Path, variant: str) -> None:
@@ -173,7 +168,7 @@ def check_recipe(report: Report, source: Path, variant: str) -> None:
             max_relative(lr_per_epoch(train), script_scheduler_lrs(source / "FacT" / f"fact_{variant}.py", train.lr)),
         )
     report.check(f"{name}: per-task rank and scale vs configs/{variant}/<task>.yaml",
-                 f"{len(tasks) - len(differ)}/{len(tasks)}" + (f" (differ: {differ})" if differ else ""), "all",
+                 agreement(differ, len(tasks)), "all",
                  not differ)  # fmt: skip
     report.check(f"{name}: lr of every epoch on all {len(tasks)} tasks vs their scheduler and loop, max relative "
                  "difference", worst, "1e-9", worst <= 1e-9)  # fmt: skip
@@ -190,7 +185,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("FacT (Jie & Deng, AAAI 2023): `fact_tt`, `fact_tk`, `--protocol paper`",
-                    f"[JieShibo/PETL-ViT]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "FacT/fact_tt.py, FacT/fact_tk.py, FacT/configs/{tt,tk}/*.yaml")  # fmt: skip
     for variant in ("tt", "tk"):
         module = their_module(args.source, variant)

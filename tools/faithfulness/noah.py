@@ -40,6 +40,7 @@ from _common import (
     paper_config,
     parse_args,
     source_commit,
+    source_link,
 )
 from timm.models.vision_transformer import VisionTransformer
 
@@ -240,7 +241,7 @@ def main() -> None:
     install_shims()
     commit = source_commit(args.source)
     report = Report("NOAH's baselines (Zhang et al., 2022): `adapter` (Adapter-8), `lora_qkv` (LoRA-8), "
-                    "`--protocol paper`", f"[ZhangYuanhan-AI/NOAH]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    "`--protocol paper`", source_link(CLONE, COMMIT, commit),
                     "model/supernet_vision_transformer_timm.py, model/module/adapter_super.py, "
                     "experiments/{Adapter,LoRA}/ViT-B_prompt_*_8.yaml, configs/{Adapter,LoRA}/VTAB/*.sh, "
                     "supernet_train_prompt.py (defaults)")  # fmt: skip

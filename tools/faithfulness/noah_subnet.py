@@ -34,6 +34,7 @@ from _common import (
     parse_args,
     same_masks_difference,
     source_commit,
+    source_link,
 )
 from noah import install_shims, their_defaults, their_lrs
 from timm.models.vision_transformer import VisionTransformer
@@ -276,7 +277,7 @@ def main() -> None:
     install_shims()
     commit = source_commit(args.source)
     report = Report("NOAH (Zhang et al., 2022): `noah`, the retrained searched subnet, `--protocol paper`",
-                    f"[ZhangYuanhan-AI/NOAH]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "model/supernet_vision_transformer_timm.py, model/module/adapter_super.py, "
                     "experiments/NOAH/subnet/VTAB/*.yaml, configs/NOAH/VTAB/subnet/slurm_retrain_vtab.sh, "
                     "supernet_train_prompt.py (defaults)")  # fmt: skip

@@ -31,6 +31,7 @@ from _common import (
     same_masks_difference,
     share_values,
     source_commit,
+    source_link,
 )
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
@@ -160,7 +161,7 @@ def main() -> None:
     commit = source_commit(args.source)
     report = Report("LayerNorm tuning, DiffFit (Xie et al., ICCV 2023), Houlsby and Pfeiffer adapters as PETL_Vision builds them: "
                     "`ln_tune`, `difffit`, `adapter_houlsby`, `adapter_pfeiffer`",
-                    f"[OSU-MLB/PETL_Vision]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "model/vision_transformer.py, model/block.py, model/adapter.py, experiment/build_model.py (rule), "
                     "main.py (params), experiment/config/method/rand_{h,p}_adapter.yml")  # fmt: skip
     for method in FLAGS:

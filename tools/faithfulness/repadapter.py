@@ -24,6 +24,7 @@ import torch
 import yaml
 from _common import (
     Report,
+    agreement,
     finish,
     logits_then_backward,
     max_abs,
@@ -34,6 +35,7 @@ from _common import (
     script_scheduler_lrs,
     share_values,
     source_commit,
+    source_link,
 )
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
@@ -153,7 +155,7 @@ def check_recipe(report: Report, source: Path) -> None:
             differ.append(task.name)
         worst = max(worst, max_relative(lr_per_epoch(train), script_scheduler_lrs(source / "train.py", train.lr)))
     report.check("per-task scale vs configs/repblock/<task>.yaml (dim 8, repblock)",
-                 f"{len(vtab.tasks) - len(differ)}/{len(vtab.tasks)}" + (f" (differ: {differ})" if differ else ""),
+                 agreement(differ, len(vtab.tasks)),
                  "all", not differ)  # fmt: skip
     report.check(f"lr of every epoch on all {len(vtab.tasks)} tasks vs their scheduler and loop, max relative difference",
                  worst, "1e-9", worst <= 1e-9)  # fmt: skip
@@ -163,7 +165,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("RepAdapter (Luo et al., 2023): `repadapter`, `--protocol paper`",
-                    f"[luogen1996/RepAdapter]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "repadapter.py, train.py, configs/repblock/*.yaml")  # fmt: skip
     sys.path.insert(0, str(args.source))
     import repadapter as module

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from _common import (
     Report,
+    agreement,
     finish,
     logits_then_backward,
     max_abs,
@@ -41,6 +42,7 @@ from _common import (
     paper_config,
     parse_args,
     source_commit,
+    source_link,
     vit_config,
 )
 from PIL import Image
@@ -169,7 +171,7 @@ def check_settings(report: Report) -> None:
             if [getattr(ours, n) for n in names] != [config[n] for n in names]:
                 differ.append(task.name)
         report.check(f"{suite} settings equal to their *Config.py (lr, wd, drop path, batch, min/warm-up lr)",
-                     f"{len(chosen.tasks) - len(differ)}/{len(chosen.tasks)}" + (f" (differ: {differ})" if differ else ""),
+                     agreement(differ, len(chosen.tasks)),
                      "all", not differ)  # fmt: skip
 
 
@@ -397,7 +399,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("RLRR (Dong et al., CVPR 2024): `rlrr`, `--protocol paper`",
-                    f"[zstarN70/RLRR]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "models/networks.py, train_vtab.py, train_fgvc.py, RLRRDatasets/{VTAB,FGVC}Config.py, "
                     "RLRRDatasets/VTABDataLoader.py, RLRRDatasets/fgvc_tranforms.py")  # fmt: skip
     torch.set_num_threads(max(1, torch.get_num_threads()))

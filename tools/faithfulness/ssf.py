@@ -24,7 +24,18 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, paper_config, parse_args, source_commit
+from _common import (
+    Report,
+    agreement,
+    finish,
+    logits_then_backward,
+    max_abs,
+    max_relative,
+    paper_config,
+    parse_args,
+    source_commit,
+    source_link,
+)
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -183,7 +194,7 @@ def check_recipe(report: Report, source: Path) -> None:
         worst = max(worst, max_relative(lr_per_epoch(ours), their_lrs(args)))
     report.check(f"settings of the {checked} per-task scripts in this checkout (lr, wd, drop path, effective batch, "
                  "min/warm-up lr, warm-up, epochs, cool-down)",
-                 f"{checked - len(differ)}/{checked}" + (f" (differ: {differ})" if differ else ""), "all",
+                 agreement(differ, checked), "all",
                  checked > 0 and not differ)  # fmt: skip
     report.check(f"lr of every epoch on those {checked} tasks (paper recipe vs train.py's stepping), max relative "
                  "difference", worst, "1e-9", worst <= 1e-9)  # fmt: skip
@@ -198,7 +209,7 @@ def main() -> None:
     install_shims()
     commit = source_commit(args.source)
     report = Report("SSF (Lian et al., NeurIPS 2022): `ssf`, `--protocol paper` (VTAB-1k)",
-                    f"[dongzelian/SSF]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "models/vision_transformer.py, optim_factory.py, train.py (defaults), "
                     "train_scripts/vit/vtab/*/train_ssf.sh")  # fmt: skip
     check_module(report)

@@ -21,7 +21,17 @@ import types
 import warnings
 
 import torch
-from _common import Report, finish, logits_then_backward, max_abs, max_relative, parse_args, source_commit, vit_config
+from _common import (
+    Report,
+    finish,
+    logits_then_backward,
+    max_abs,
+    max_relative,
+    parse_args,
+    source_commit,
+    source_link,
+    vit_config,
+)
 from scipy import stats
 from timm.models.vision_transformer import VisionTransformer
 
@@ -170,7 +180,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], CLONE, COMMIT)
     commit = source_commit(args.source)
     report = Report("VPT (Jia et al., ECCV 2022): `vpt_shallow`, `vpt_deep`",
-                    f"[KMnP/vpt]({CLONE})@{commit[:7] if commit != 'unknown' else COMMIT[:7]}",
+                    source_link(CLONE, COMMIT, commit),
                     "src/models/vit_prompt/vit.py, src/models/vit_backbones/vit.py, src/models/vit_models.py (rule), "
                     "src/solver/lr_scheduler.py, configs/base-prompt.yaml")  # fmt: skip
     for deep in (False, True):
