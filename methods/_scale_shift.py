@@ -13,7 +13,10 @@ merging (methods/_fold.py) replaces every wrapper by its folded layer, restoring
 from __future__ import annotations
 
 import torch
+from timm.layers import LayerNorm2d
 from torch import nn
+
+from peftbench.anatomy import block_norm_paths
 
 from ._fold import FoldableWrapper
 
@@ -78,7 +81,7 @@ def output_channels(layer: Foldable) -> tuple[int, int]:
             raise ValueError(f"SSF needs a LayerNorm over one axis, got shape {layer.normalized_shape}")
         if layer.weight is None:
             raise ValueError("SSF folds into a LayerNorm's affine parameters; this LayerNorm has none")
-        return layer.normalized_shape[0], -1
+        return layer.normalized_shape[0], 1 if isinstance(layer, LayerNorm2d) else -1
     if isinstance(layer, nn.Conv2d):
         return layer.out_channels, 1
     raise TypeError(f"SSF attaches to Linear, LayerNorm or Conv2d, not {type(layer).__name__}")
@@ -97,24 +100,19 @@ def fold_scale_shift(layer: Foldable, scale: torch.Tensor, shift: torch.Tensor) 
     layer.bias = nn.Parameter(bias.to(weight.dtype).detach().clone(), requires_grad=False)
 
 
-def final_norm_path(model: nn.Module) -> str | None:
-    """The ViT's last LayerNorm: `norm`, or `fc_norm` (after pooling) when timm moved it there."""
-    for path in ("norm", "fc_norm"):
-        if isinstance(getattr(model, path, None), nn.LayerNorm):
-            return path
-    return None
+def foldable_paths(model: nn.Module, paths: list[str]) -> list[str]:
+    """The paths whose module is a foldable layer (a norm timm left as `Identity` is skipped)."""
+    return [path for path in paths if isinstance(_submodule(model, path), (nn.Linear, nn.LayerNorm, nn.Conv2d))]
 
 
-def embed_and_norm_paths(model: nn.Module) -> list[str]:
-    """The patch-embedding conv, each block's norm1 and norm2, and the final LayerNorm."""
-    paths = ["patch_embed.proj"]
-    for index in range(len(model.blocks)):
-        paths += [f"blocks.{index}.norm1", f"blocks.{index}.norm2"]
-    final = final_norm_path(model)
-    return paths + ([final] if final else [])
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
 
 
-def block_linear_paths(model: nn.Module) -> list[str]:
-    """Each block's fused qkv, attention output projection, fc1 and fc2."""
-    names = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-    return [f"blocks.{index}.{name}" for index in range(len(model.blocks)) for name in names]
+def block_norm_pair_paths(model: nn.Module) -> list[str]:
+    """The norms SSF and RLRR pair after: each block's norm1 and norm2 (and a SwiGLU's inner norm), then
+    the final `norm` before pooling; the `fc_norm` of average-pooled models gets none, as in SSF's code."""
+    return foldable_paths(model, block_norm_paths(model) + ["norm"])

@@ -2,7 +2,9 @@
 
 Both are inserted by wrapping the modules of timm's pre-norm `Block`, whose forward is
 `x = x + drop_path1(ls1(attn(norm1(x))))` then `x = x + drop_path2(ls2(mlp(norm2(x))))`;
-timm's forward itself is not copied.
+timm's forward itself is not copied. Swin's window block and EVA's block share that MLP branch
+(`residual_mlp_blocks`), so both adapters run on the vit, swin and eva families; a ConvNeXt block
+has no residual MLP branch of its own (its MLP follows a depth-wise conv inside one branch).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import dataclasses
 import math
 
 import torch
+from timm.models.eva import EvaBlock
+from timm.models.swin_transformer import SwinTransformerBlock
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
+from peftbench.anatomy import block_width, blocks
 from peftbench.errors import PeftbenchError
 
 from ._registry import register_method
@@ -90,6 +95,19 @@ class StreamTap(nn.Module):
         return self.norm(x)
 
 
+def residual_mlp_blocks(model: nn.Module, method: str) -> list[nn.Module]:
+    """Blocks whose MLP branch is x + drop_path2(mlp(norm2(x))): timm's pre-norm ViT `Block`, Swin's
+    window block and EVA's block (its layer scale `gamma_2` applied before drop_path2)."""
+    kinds = (Block, SwinTransformerBlock, EvaBlock)
+    found = blocks(model)
+    other = sorted({type(b).__name__ for b in found if not isinstance(b, kinds)})
+    if other:
+        raise PeftbenchError(
+            f"{method} needs pre-norm residual blocks in every layer; this model has {', '.join(other)}"
+        )
+    return found
+
+
 def pre_norm_blocks(model: nn.Module, method: str) -> list[Block]:
     """The model's blocks, which must be timm's pre-norm `Block` (not the parallel or post-norm kinds)."""
     if not isinstance(model, VisionTransformer):
@@ -129,11 +147,11 @@ def init_bottleneck(adapter: Bottleneck, init: str) -> None:
 
 def bottlenecks(model: nn.Module, method: str, dim: int, activation: type[nn.Module], dropout: float):
     """Freeze `model` and yield each pre-norm block with a new bottleneck on the model's device."""
-    blocks = pre_norm_blocks(model, method)
+    found = residual_mlp_blocks(model, method)
     freeze_all(model)
     like = next(model.parameters())
-    for block in blocks:
-        yield block, Bottleneck(model.embed_dim, dim, activation(), dropout, like)
+    for block in found:
+        yield block, Bottleneck(block_width(block), dim, activation(), dropout, like)
 
 
 @register_method("adapter")
@@ -170,6 +188,8 @@ class Adapter(Method):
     )
 
     summary = "Adapter-8 (NOAH's baseline): a QuickGELU bottleneck on each block's MLP output"
+    families = ("vit", "swin", "eva")
+    not_defined_because = "a ConvNeXt block has no residual MLP branch to adapt"
     # NOAH's configs/Adapter/VTAB/slurm_train_adapter_vtab.sh (commit fde4c09 and later): AdamW (the
     # engine's default), lr 0.001 (the first commit, ded6834, had 0.005), weight decay 1e-4, batch 64,
     # 100 epochs, 10 warm-up (timm scheduler default).
@@ -217,6 +237,8 @@ class AdaptFormer(Method):
     scale: float = option(0.1, "s, the fixed factor on the adapter's output")
 
     summary = "AdaptFormer: a scaled ReLU bottleneck parallel to each block's MLP"
+    families = ("vit", "swin", "eva")
+    not_defined_because = "a ConvNeXt block has no residual MLP branch to adapt"
     # main_image.py: SGD, momentum 0.9, weight decay 0, lr = blr 0.1 x batch / 256 (0.025 at the
     # engine's batch 64); its 20 warm-up epochs are left to the suite (they must fit its epochs).
     train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.025, "weight_decay": 0.0}

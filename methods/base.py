@@ -2,8 +2,9 @@
 
 A method is a dataclass whose fields are its hyper-parameters (settable with `--set name=value`),
 each declared with `option(default, help)` so that `peftbench describe` can say what it does.
-It is applied to a timm `VisionTransformer` whose head the engine has already replaced with a
-zero-initialised one; the engine keeps that head trainable whatever the method freezes.
+It is applied to a timm backbone of one of the `families` it declares (peftbench/anatomy.py: vit, swin,
+convnext, eva) whose head the engine has already replaced with a zero-initialised one; the engine keeps
+that head trainable whatever the method freezes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 from torch import nn
+
+from peftbench.errors import PeftbenchError
 
 from ._fold import fold_wrappers
 
@@ -32,11 +35,23 @@ class Method:
     tune_lr_per_256: ClassVar[bool] = False
     # An optional dependency the method needs, as its install command names it ("" for none).
     requires: ClassVar[str] = ""
+    # The backbone families (peftbench/anatomy.py) the method is defined on, and why not the others.
+    families: ClassVar[tuple[str, ...]] = ("vit",)
+    not_defined_because: ClassVar[str] = "its paper and released code define it on ViT only"
 
     @classmethod
     def available(cls) -> bool:
         """Whether the method's optional dependency is installed (`all` leaves the others out)."""
         return True
+
+    @classmethod
+    def check_family(cls, family: str) -> None:
+        """A one-line error when the method is not defined on `family`."""
+        if family not in cls.families:
+            why = f": {cls.not_defined_because}" if cls.not_defined_because else ""
+            raise PeftbenchError(
+                f"method '{cls.name}' is defined on {', '.join(cls.families)} backbones, not on {family}{why}"
+            )
 
     @classmethod
     def option_fields(cls) -> dict[str, dataclasses.Field]:

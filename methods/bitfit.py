@@ -6,6 +6,8 @@ import dataclasses
 
 from torch import nn
 
+from peftbench.anatomy import ALL_FAMILIES
+
 from ._registry import register_method
 from .base import Method, freeze_all
 
@@ -29,6 +31,7 @@ class BitFit(Method):
 
     summary = "BitFit: only the bias terms train"
     mergeable = True
+    families = ALL_FAMILIES
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)

@@ -102,6 +102,7 @@ class Convpass(Method):
     dropout: float = option(0.1, "dropout before the up projection (their nn.Dropout(0.1))")
 
     summary = "Convpass: 3x3 convolutional bypasses beside every attention and MLP"
+    not_defined_because = "its 3x3 convolutions run on the ViT's patch grid beside one class token"
     mergeable = False
     # convpass/vtab/train.py: AdamW (one group) lr 1e-3, wd 1e-4, timm's CosineLRScheduler (t_initial 100,
     # warm-up 10 from 1e-6, lr_min 1e-5) stepped `scheduler.step(ep)` after each of 100 epochs, drop path 0.1.

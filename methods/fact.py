@@ -182,6 +182,7 @@ class FacTTT(_FacT):
     """
 
     summary = "FacT-TT: a tensor-train factorised update shared across layers (q, k, v, proj, fc1, fc2)"
+    not_defined_because = "its factors are shared by a stack of equal-width ViT blocks"
 
 
 @register_method("fact_tk")
@@ -202,4 +203,5 @@ class FacTTK(_FacT):
     """
 
     summary = "FacT-TK: a Tucker-factorised update of every layer's matrices (shared U, V, core, loadings)"
+    not_defined_because = "its factors are shared by a stack of equal-width ViT blocks"
     tucker = True

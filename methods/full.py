@@ -6,6 +6,8 @@ import dataclasses
 
 from torch import nn
 
+from peftbench.anatomy import ALL_FAMILIES
+
 from ._registry import register_method
 from .base import Method
 
@@ -23,6 +25,7 @@ class FullFineTuning(Method):
     train_defaults = {"lr": 1e-4, "weight_decay": 0.05}
     tune_grid = {"lr": (1e-3, 5e-4, 1e-4, 5e-5, 1e-5), "weight_decay": (0.05, 1e-4, 0.0)}
     mergeable = True
+    families = ALL_FAMILIES
 
     def apply(self, model: nn.Module) -> None:
         for parameter in model.parameters():

@@ -6,6 +6,8 @@ import dataclasses
 
 from torch import nn
 
+from peftbench.anatomy import ALL_FAMILIES
+
 from ._registry import register_method
 from .base import Method, freeze_all
 
@@ -22,6 +24,7 @@ class LinearProbing(Method):
     summary = "Linear probing: only the head trains"
     train_defaults = {"lr": 1e-2, "weight_decay": 1e-4}
     mergeable = True
+    families = ALL_FAMILIES
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftbench.anatomy import attentions
 from peftbench.errors import PeftbenchError
 
 from ._fold import FoldableWrapper
@@ -51,12 +52,19 @@ class LowRankQKV(FoldableWrapper):
 
 
 def wrap_qkv(model: nn.Module, wrap: Callable[[nn.Linear], LowRankQKV]) -> None:
-    """Replace `attn.qkv` of every block of a timm VisionTransformer by `wrap(qkv)`."""
-    for index, block in enumerate(model.blocks):
-        qkv = getattr(getattr(block, "attn", None), "qkv", None)
-        if not isinstance(qkv, nn.Linear):
-            raise PeftbenchError(f"block {index} has no attn.qkv Linear to adapt (already adapted, or not a timm ViT)")
-        block.attn.qkv = wrap(qkv)
+    """Replace the fused `attn.qkv` of every block (vit, swin, eva: anatomy.attentions) by `wrap(qkv)`."""
+    for attention in attentions(model):
+        if attention.qkv is None:
+            raise PeftbenchError(f"{attention.proj.rsplit('.', 2)[0]} has separate q, k, v projections, no fused qkv")
+        wrap_linear(model, attention.qkv, wrap)
+
+
+def wrap_linear(model: nn.Module, path: str, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace the Linear at `path` by `make(linear)`; a one-line error where it is no Linear."""
+    layer = model.get_submodule(path)
+    if not isinstance(layer, nn.Linear):
+        raise PeftbenchError(f"{path} is a {type(layer).__name__}, not a Linear to adapt (already adapted?)")
+    model.set_submodule(path, make(layer))
 
 
 class LoRAQueryValue(LowRankQKV):
@@ -100,6 +108,30 @@ class LoRAQueryValue(LowRankQKV):
         return torch.cat((q, torch.zeros_like(q), v), dim=0)
 
 
+class LoRALinear(FoldableWrapper):
+    """LoRA on a whole Linear (a separate q or v projection, EVA-02): h = W0 x + s B A drop(x),
+    A (r x in) Kaiming-uniform with a = sqrt(5), B (out x r) zeros, s = alpha / r (peft's `Linear`)."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base_layer.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank, **factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        return self.base_layer(x) + update * self.scaling
+
+    @torch.no_grad()
+    def fold(self) -> nn.Linear:
+        self.base_layer.weight.add_(self.lora_B @ self.lora_A * self.scaling)
+        return self.base_layer
+
+
 def check_rank_and_dropout(method: str, rank: int, dropout: float) -> None:
     """The options both LoRA variants share, checked with a message naming the method."""
     if rank < 1:
@@ -121,10 +153,14 @@ class LoRA(Method):
     pretrained function (peft `LoraLayer.reset_lora_parameters`, microsoft/LoRA `loralib.Linear`).
     Trainable: the A and B matrices (plus the head, which the engine keeps trainable).
     Merge: W = W0 + (alpha / r) B A in the q and v row slices of each `attn.qkv`, giving a plain timm ViT.
+    Families: vit, swin (each window attention's fused qkv) and eva (DINOv3's fused qkv; EVA-02's
+    separate `q_proj` and `v_proj`, each a `LoRALinear`, whose masks are their own as peft's).
     """
 
     summary = "LoRA (Hu et al. 2022) on the query and value projections"
     mergeable = True
+    families = ("vit", "swin", "eva")
+    not_defined_because = "it adapts attention projections, which a ConvNeXt has none of"
 
     rank: int = option(8, "r, the rank of each low-rank update (A: r x in, B: out x r)")
     alpha: float = option(8.0, "alpha; the update is scaled by alpha / r")
@@ -145,4 +181,11 @@ class LoRA(Method):
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
         shared = self.dropout_masks == "shared"
-        wrap_qkv(model, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout, shared))
+        for attention in attentions(model):
+            if attention.qkv:
+                wrap_linear(
+                    model, attention.qkv, lambda qkv: LoRAQueryValue(qkv, self.rank, self.alpha, self.dropout, shared)
+                )
+            else:
+                for path in (attention.q, attention.v):
+                    wrap_linear(model, path, lambda linear: LoRALinear(linear, self.rank, self.alpha, self.dropout))

@@ -96,6 +96,7 @@ class NOAH(Method):
     dropout: float = option(0.1, "dropout on the prompts, the LoRA input and inside the adapter (NOAH's 0.1 each)")
 
     summary = "NOAH: per-block VPT prompts, fused-qkv LoRA and Adapter, widths from the authors' search"
+    not_defined_because = "its subnets are searched on ViT-B/16 and its prompts need the ViT's token sequence"
     # configs/NOAH/VTAB/subnet/slurm_retrain_vtab.sh: lr 0.001, weight decay 1e-4, batch 64, 100 epochs.
     train_defaults = {"lr": 1e-3, "weight_decay": 1e-4}
     mergeable = False

@@ -9,7 +9,7 @@ adapter, and peftbench keeps its zero-initialised head trainable. Merging is pef
 peft is an optional extra (`pip install "peftbench[peft]"`), imported only when such a method is
 applied. Options are the tuner's own peft fields, with peft's defaults (tests/methods/test_peft_tuners.py
 holds them against the installed peft), plus `target_modules` (a regular expression over the ViT's
-module names, which peft matches in full) and `config` (a JSON object of any other field of the
+module names, which peft matches in full, inside Swin's and ConvNeXt's stages too) and `config` (a JSON object of any other field of the
 tuner's config, e.g. `--set config='{"init_lora_weights": "gaussian"}'`).
 
 Default targets: timm fuses q, k and v into one `attn.qkv` Linear, and peft adapts a Linear whole.
@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from peftbench.anatomy import ALL_FAMILIES
 from peftbench.errors import PeftbenchError
 
 from ._registry import register_method
@@ -42,6 +43,9 @@ MIN_PEFT = "0.13"
 QKV = r"blocks\.\d+\.attn\.qkv"
 QKV_AND_FC2 = r"blocks\.\d+\.(attn\.qkv|mlp\.fc2)"
 FC2 = r"blocks\.\d+\.mlp\.fc2"
+# Swin's and ConvNeXt's blocks sit in stages (`layers.s.blocks.i`, `stages.s.blocks.i`): a target
+# regex matches a block's modules in every family, as it would in a ViT.
+STAGE_PREFIX = r"(?:(?:layers|stages)\.\d+\.)?"
 TUNER_ATTRIBUTE = "_peft_tuner"  # kept in the model's __dict__: not a submodule, copied with the model
 
 
@@ -168,6 +172,7 @@ class PeftTuner(Method):
 
     tuner: ClassVar[Tuner]
     mergeable = True
+    families = ALL_FAMILIES  # where the targets exist: ConvNeXt has no qkv, set target_modules to its MLP
     requires = f"Hugging Face peft ≥ {MIN_PEFT} ({PEFT_EXTRA})"
 
     @classmethod
@@ -208,9 +213,9 @@ class PeftTuner(Method):
             raise PeftbenchError(f"{self.name} needs peft's {self.tuner.config}, which peft {peft.__version__} lacks; "
                                  f"upgrade peft ({PEFT_EXTRA})")  # fmt: skip
         values = {name: getattr(self, name) for name, *_ in self.tuner.fields}
-        values.update(dict(self.tuner.fixed), target_modules=self.target_modules, **self.extra_fields())
+        values.update(dict(self.tuner.fixed), target_modules=staged(self.target_modules), **self.extra_fields())
         if self.tuner.config == "IA3Config":
-            values.setdefault("feedforward_modules", FC2)
+            values.setdefault("feedforward_modules", staged(FC2))
         try:
             return config_class(**values)
         except (TypeError, ValueError) as exc:
@@ -242,6 +247,11 @@ class PeftTuner(Method):
         return {"library": "peft", "version": peft.__version__, "tuner": config.peft_type.value,
                 "label": self.tuner.label(options) if options else self.tuner.title,
                 "config": json.loads(json.dumps(config.to_dict(), default=str))}  # fmt: skip
+
+
+def staged(pattern: str) -> str:
+    """`pattern` also matching inside hierarchical stages (peft matches target regexes in full)."""
+    return f"{STAGE_PREFIX}(?:{pattern})"
 
 
 def import_peft(method: str):

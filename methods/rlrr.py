@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peftbench.anatomy import block_linear_paths, family_of, patch_embed_path, stage_transition_paths
+
 from ._fold import FoldableWrapper, wrap
 from ._registry import register_method
-from ._scale_shift import SSFWrapper, block_linear_paths, embed_and_norm_paths
+from ._scale_shift import SSFWrapper, block_norm_pair_paths
 from .base import Method, freeze_all
 
 NO_DECAY_MARKERS = ("bias", "norm")
@@ -109,8 +111,22 @@ class RescaledLinear(torch.autograd.Function):
         return grad_x, None, grad_bias, grad_s_in, grad_s_out, None
 
 
-def _is_qkv(path: str) -> bool:
-    return path.endswith("attn.qkv")
+def rlrr_linear_paths(model: nn.Module) -> list[tuple[str, int]]:
+    """(path, row groups) of every Linear RLRR rescales. vit (models/networks.py): q, k and v separately
+    (3 groups of timm's fused qkv), out, fc1, fc2 of every block; swin (models/swin.py): qkv as ONE
+    Linear (one s_in), proj, fc1, fc2 and every PatchMerging's reduction (bias-free: only f is added)."""
+    swin = family_of(model) == "swin"
+    paths = [(path, 3 if path.endswith("attn.qkv") and not swin else 1) for path in block_linear_paths(model)]
+    if swin:
+        paths += [(path, 1) for path in stage_transition_paths(model) if path.endswith("downsample.reduction")]
+    return paths
+
+
+def rlrr_pair_paths(model: nn.Module) -> list[str]:
+    """Where RLRR's SSF pairs sit: after every block's norm1 and norm2 and the final norm, and (vit only,
+    `ssf_scale_patch` in networks.py) after the patch-embedding conv; models/swin.py adapts no patch embedding."""
+    patch = [] if family_of(model) == "swin" else [patch_embed_path(model)]
+    return patch + block_norm_pair_paths(model)
 
 
 @register_method("rlrr")
@@ -127,7 +143,10 @@ class RLRR(Method):
     models/networks.py: RLRRLinear, RLRRBlock, RLRREncoder, RLRREmbeddings; train_vtab.py trains
     every parameter named head/scale/shift).
     Trainable: s_in, s_out, f, the SSF pairs and the head; 23,808 per ViT-B/16 block, 288,768 in
-    all without the head.
+    all without the head (765,952 on ViT-L/16).
+    Swin (models/swin.py, released 2024-07 and wired to no training script): the rescaling on each
+    block's qkv (one s_in for the fused Linear), proj, fc1, fc2 and each PatchMerging reduction; SSF
+    pairs after norm1, norm2 and the final norm; no patch-embedding pair. 358,144 on Swin-B.
     Weight decay: by name as the authors' `get_parameters`: names holding "bias" or "norm" get
     none. Parameter names make that split theirs: f is `bias_shift`; the SSF pairs after norms
     live under `…norm1.ssf`, `…norm2.ssf`, `norm.ssf` and `head.bias` holds "bias" (no decay);
@@ -137,6 +156,8 @@ class RLRR(Method):
     """
 
     summary = "RLRR: residual low-rank rescaling of every linear (q, k, v separate) plus SSF after norms"
+    families = ("vit", "swin")
+    not_defined_because = "its released code defines it on ViT (models/networks.py) and Swin (models/swin.py) only"
     # The authors' schedule end points (train_vtab.py / VTABConfig.py); lr and weight decay are per task.
     # and its element-wise "drop path" (networks.py) under every protocol, not only `paper`.
     train_defaults = {"optimizer": "adamw", "warmup_lr": 1e-7, "min_lr": 1e-8, "drop_path_mode": "dropout"}
@@ -144,10 +165,10 @@ class RLRR(Method):
 
     def apply(self, model: nn.Module) -> None:
         freeze_all(model)
-        for path in embed_and_norm_paths(model):
+        for path in rlrr_pair_paths(model):
             wrap(model, path, SSFWrapper)
-        for path in block_linear_paths(model):
-            wrap(model, path, partial(RLRRLinear, groups=3 if _is_qkv(path) else 1))
+        for path, groups in rlrr_linear_paths(model):
+            wrap(model, path, partial(RLRRLinear, groups=groups))
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
         return {

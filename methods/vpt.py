@@ -114,6 +114,10 @@ class _VisualPromptTuning(Method):
     # Its schedule: WarmupCosineSchedule (src/solver/lr_scheduler.py) stepped once per epoch by the trainer.
     train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.25, "weight_decay": 1e-3, "scheduler": "vpt-epoch"}
     mergeable = False
+    not_defined_because = (
+        "its prompts join the ViT's one token sequence; VPT's Swin variant (vit_prompt/swin_transformer.py) is "
+        "not built here, a ConvNeXt has no tokens, and Eva's RoPE would rotate the prompts as patches"
+    )
     # VPT's tune_vtab.py grid: base lr (per 256 images, scaled by batch / 256) x weight decay.
     tune_grid = {"lr": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05), "weight_decay": (0.01, 1e-3, 1e-4, 0.0)}
     tune_lr_per_256 = True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from . import backbone
+from . import anatomy, backbone
 from .errors import PeftbenchError
 from .methods import Method, get_method
 
@@ -20,8 +20,8 @@ def build_model(
     weights: str | Path | None = None,
     pretrained: bool = True,
     **options,
-) -> VisionTransformer:
-    """A timm ViT with a zero-initialised `num_classes` head, adapted by `method`.
+) -> nn.Module:
+    """A timm backbone (ViT, Swin, ConvNeXt, Eva) with a zero-initialised `num_classes` head, adapted by `method`.
 
     `weights` loads a local checkpoint; otherwise `pretrained=True` uses the model's default weights
     (shipped with peftbench, or in timm's local cache) and raises when there are none — never a
@@ -38,22 +38,24 @@ def build_model(
     return model
 
 
-def adapt(model: VisionTransformer, method: Method) -> None:
-    """Apply `method` to `model`, keep the head trainable, and remember the method for `merge`."""
+def adapt(model: nn.Module, method: Method) -> None:
+    """Apply `method` to `model` (a one-line error where the method is not defined on its family),
+    keep the head trainable, and remember the method for `merge`."""
+    method.check_family(anatomy.family_of(model))
     method.apply(model)
     for head in backbone.heads(model):
         head.requires_grad_(True)
     setattr(model, METHOD_ATTRIBUTE, method)
 
 
-def method_of(model: VisionTransformer) -> Method:
+def method_of(model: nn.Module) -> Method:
     method = getattr(model, METHOD_ATTRIBUTE, None)
     if method is None:
         raise PeftbenchError("this model was not built by peftbench.build_model; nothing to merge")
     return method
 
 
-def merge(model: VisionTransformer) -> VisionTransformer:
+def merge(model: nn.Module) -> nn.Module:
     """Fold the method into the backbone: a plain timm ViT with the standard state-dict keys.
 
     Raises for methods whose update is not linear in the frozen weights (VPT, adapters)."""

@@ -1,7 +1,6 @@
-"""Backbones: timm Vision Transformers by name, their weights, and the task head.
+"""Backbones: timm models of the families peftbench adapts (anatomy.py) by name, their weights, and the task head.
 
-Also registers `vit_micro_patch4_32` with timm: a 0.8 M-parameter ViT (32 px, patch 4, width 128,
-depth 4, 4 heads) for tests, CI and the demo suite, whose default weights ship with peftbench.
+Importing it registers the tiny models of every family with timm (zoo.py).
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,14 +18,13 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from . import anatomy
 from .errors import PeftbenchError
+from .zoo import DEMO_WEIGHTS, TINY_NAMES, WEIGHTS_DIR  # noqa: F401  (registers the tiny models; re-exported)
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEMO_WEIGHTS = WEIGHTS_DIR / "vit_micro_patch4_32.demo.safetensors"
 RANDOM_INIT = "random init"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 ACCEPTED_FORMATS = ".npz (Google's Flax ViT release), .safetensors, .pth/.pt/.bin (torch state dict)"
@@ -38,35 +37,6 @@ ORIGINAL_NPZ = {
     "vit_large_patch32_224.orig_in21k": "ViT-L_32.npz",
     "vit_huge_patch14_224.orig_in21k": "ViT-H_14.npz",
 }
-
-default_cfgs = generate_default_cfgs(
-    {
-        "vit_micro_patch4_32.demo": {
-            "file": str(DEMO_WEIGHTS),
-            "num_classes": 0,
-            "input_size": (3, 32, 32),
-            "interpolation": "bicubic",
-            "mean": (0.5, 0.5, 0.5),
-            "std": (0.5, 0.5, 0.5),
-            "first_conv": "patch_embed.proj",
-            "classifier": "head",
-            "license": "apache-2.0",
-        }
-    }
-)
-
-
-@register_model
-def vit_micro_patch4_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """ViT-Micro/4 at 32 px: the tiny backbone of peftbench's tests and demo suite."""
-    args = dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0)
-    return build_model_with_cfg(
-        VisionTransformer,
-        "vit_micro_patch4_32",
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        **{**args, **kwargs},
-    )
 
 
 @cache
@@ -96,13 +66,17 @@ class _Shape:
         return f"depth {self.depth}, patch {'x'.join(map(str, self.patch))}, width {self.width}"
 
 
-def _model_shape(model: VisionTransformer) -> _Shape:
+def _model_shape(model: nn.Module) -> _Shape | None:
+    """The shape of a plain-token backbone (vit, eva); None for the hierarchical ones, whose
+    mismatches `load_state_dict` reports key by key."""
+    if anatomy.family_of(model) not in anatomy.TOKEN_FAMILIES:
+        return None
     return _Shape(len(model.blocks), tuple(model.patch_embed.patch_size), model.embed_dim)
 
 
-def _check_shape(found: _Shape, model: VisionTransformer, path: Path) -> None:
+def _check_shape(found: _Shape, model: nn.Module, path: Path) -> None:
     expected = _model_shape(model)
-    if found != expected:
+    if expected is not None and found != expected:
         name = model.pretrained_cfg.get("architecture", type(model).__name__)
         raise PeftbenchError(
             f"weights {path} do not fit the model {name} ({expected}): the file holds a ViT of {found}"
@@ -123,7 +97,23 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return released_encoder(state)
+
+
+# Self-supervised releases: what is not the encoder (MoCo v3's momentum encoder and predictor, its
+# projection MLP under `head.`; MAE's decoder and mask token) is dropped.
+SSL_NOT_ENCODER = ("momentum_encoder.", "predictor.", "decoder", "mask_token")
+
+
+def released_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder of a released checkpoint under timm's keys: the DDP prefix `module.` dropped;
+    for MoCo v3 (`vit-b-300ep.pth.tar`: `module.base_encoder.*`) the base encoder without its
+    projection head; for MAE (`mae_pretrain_vit_base.pth`) the encoder without decoder and mask token."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("base_encoder.") for k in state):
+        state = {k.removeprefix("base_encoder."): v for k, v in state.items() if k.startswith("base_encoder.")}
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}  # the projection MLP
+    return {k: v for k, v in state.items() if not k.startswith(SSL_NOT_ENCODER)}
 
 
 def _state_dict_shape(state: dict[str, torch.Tensor]) -> _Shape | None:
@@ -172,7 +162,12 @@ def check_weights(model_name: str, weights: str | Path | None) -> None:
         _check_shape(found, _architecture(model_name), path)
 
 
-def _load_state_dict(model: VisionTransformer, path: Path) -> None:
+def _checkpoint_filter(model: nn.Module):
+    """timm's converter for the model's own module (ViT, DeiT, Swin, ConvNeXt, Eva)."""
+    return getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", checkpoint_filter_fn)
+
+
+def _load_state_dict(model: nn.Module, path: Path) -> None:
     """A safetensors or torch checkpoint, all but the head; any other missing or unexpected key is an error."""
     try:
         raw = _read_state_dict(path)
@@ -182,15 +177,17 @@ def _load_state_dict(model: VisionTransformer, path: Path) -> None:
     if found:
         _check_shape(found, model, path)
     try:
-        state = checkpoint_filter_fn(raw, model)
+        state = _checkpoint_filter(model)(raw, model)
     except Exception as exc:  # a layout timm does not know
         raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    head = head_parameter_names(model)
+    state = {k: v for k, v in state.items() if k not in head and not k.startswith(("head_dist.", "head.fc."))}
+    if anatomy.family_of(model) != "convnext":  # ConvNeXt's head.norm is pretrained; other heads are classifiers
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch: another architecture
         raise PeftbenchError(f"weights {path} do not fit the model: {str(exc).splitlines()[-1].strip()}") from None
-    head = head_parameter_names(model)
     missing = [k for k in missing if k not in head]
     if missing or unexpected:
         raise PeftbenchError(f"weights {path} do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -216,9 +213,11 @@ def _npz_shape(path: Path) -> _Shape:
     return _Shape(depth, (patch_h, patch_w), width)
 
 
-def _load_npz(model: VisionTransformer, path: Path) -> None:
+def _load_npz(model: nn.Module, path: Path) -> None:
     """Google's Flax `.npz` through timm's reader, all but the head. The representation layer of
     the in21k release (`pre_logits`) is dropped, as VPT and NOAH do: our ViTs have none."""
+    if not isinstance(model, VisionTransformer):
+        raise PeftbenchError(f"weights {path}: an .npz holds a Flax ViT; this model is a {type(model).__name__}")
     _check_shape(_file_shape(path), model, path)
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
     try:
@@ -230,7 +229,7 @@ def _load_npz(model: VisionTransformer, path: Path) -> None:
     model.head.load_state_dict(head)
 
 
-def load_weights(model: VisionTransformer, path: Path) -> None:
+def load_weights(model: nn.Module, path: Path) -> None:
     """Load a checkpoint into `model`, all but the head: Google's Flax `.npz`, safetensors or a
     torch state dict (`.pth`/`.pt`/`.bin`). A file of another depth, patch size or width is an error."""
     if not path.is_file():
@@ -245,22 +244,20 @@ def load_weights(model: VisionTransformer, path: Path) -> None:
         raise PeftbenchError(f"weights {path}: unknown format '{kind}'; accepted: {ACCEPTED_FORMATS}")
 
 
-HEAD_NAMES = ("head", "head_dist")  # DeiT's distilled models have a second head on the distillation token
+def heads(model: nn.Module) -> list[nn.Linear]:
+    """The classifier's Linear layers (anatomy.head_paths): `head`, `head.fc`, plus `head_dist` for
+    DeiT distilled models, whose evaluation averages the two heads' logits as DeiT does (timm's
+    forward_head outside distilled training); both heads are replaced and train."""
+    return [model.get_submodule(path) for path in anatomy.head_paths(model)]
 
 
-def heads(model: VisionTransformer) -> list[nn.Linear]:
-    """The classifier's Linear layers: `head`, plus `head_dist` for DeiT distilled models (whose
-    evaluation averages the two heads' logits, as DeiT does: timm's forward_head outside distilled training)."""
-    return [getattr(model, name) for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Linear)]
-
-
-def reset_head(model: VisionTransformer, num_classes: int) -> None:
+def reset_head(model: nn.Module, num_classes: int) -> None:
     """Replace the classifier with a zero-initialised one for `num_classes` classes."""
     model.reset_classifier(num_classes)
     init_head(model, "zero")
 
 
-def init_head(model: VisionTransformer, how: str) -> None:
+def init_head(model: nn.Module, how: str) -> None:
     """`zero` (RLRR's zero_head), `trunc_normal` (weight trunc_normal(std 0.02, cut at ±2), bias 0:
     timm's ViT init of a new Linear, SSF's head, NOAH's `reset_classifier`) or `linear` (nn.Linear's own
     init: timm 0.4's `reset_classifier`, FacT's head)."""
@@ -275,17 +272,20 @@ def init_head(model: VisionTransformer, how: str) -> None:
         nn.init.zeros_(head.bias)
 
 
-def create_backbone(model_name: str, num_classes: int, weights: str | Path | None) -> tuple[VisionTransformer, str]:
-    """Build `model_name` with a zero-initialised head for `num_classes` classes.
+def create_backbone(
+    model_name: str, num_classes: int, weights: str | Path | None, image_size: int | None = None
+) -> tuple[nn.Module, str]:
+    """Build `model_name` with a zero-initialised head for `num_classes` classes, for `image_size`
+    px inputs (None: the model's own; see `build_kwargs`).
 
     `weights`: "default" for the model's pretrained weights (the shipped file for
     `vit_micro_patch4_32`, the Hugging Face cache for the others; never a download), a checkpoint
     path, or None for random initialisation. Returns the model and the weights' identity (sha256,
     "timm:<model>" for cached hub weights, or "random init").
     """
-    _architecture(model_name)
+    kwargs = build_kwargs(model_name, image_size)
     path, identity = resolve_weights(model_name, weights)  # before building: a missing file fails fast
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, **kwargs)
     if path is not None:
         load_weights(model, path)
     reset_head(model, num_classes)
@@ -370,53 +370,89 @@ def _no_cached_weights(model_name: str, cfg: dict, cache_dir: str) -> PeftbenchE
 def _check_model_name(model_name: str) -> None:
     if not timm.is_model(model_name):
         raise PeftbenchError(
-            f"unknown model '{model_name}'; valid names: timm ViTs such as vit_base_patch16_224, vit_micro_patch4_32"
+            f"unknown model '{model_name}'; valid names: timm models of the families "
+            f"{', '.join(anatomy.ALL_FAMILIES)}, such as vit_base_patch16_224, swin_base_patch4_window7_224, "
+            f"convnext_base, eva02_base_patch14_224, or the tiny {', '.join(TINY_NAMES)}"
         )
 
 
-def _architecture(model_name: str) -> VisionTransformer:
-    """The model built on the meta device: its shape without memory or initialisation cost."""
+@cache
+def _architecture_of(model_name: str, image_size: int | None = None) -> nn.Module:
     _check_model_name(model_name)
     with torch.device("meta"):
-        model = timm.create_model(model_name, pretrained=False)
-    if not isinstance(model, VisionTransformer):
-        raise PeftbenchError(
-            f"model '{model_name}' is a {type(model).__name__}; peftbench adapts timm VisionTransformer models"
-        )
+        model = timm.create_model(model_name, pretrained=False, **_size_kwargs(model_name, image_size))
+    family = anatomy.family_of(model, model_name)
+    if family == "swin":
+        _check_swin_windows(model, model_name)
     return model
 
 
-def model_input_size(model_name: str) -> int:
-    """The square input resolution of `model_name`."""
-    return int(_architecture(model_name).patch_embed.img_size[0])
+def _architecture(model_name: str, image_size: int | None = None) -> nn.Module:
+    """The model built on the meta device: its shape without memory or initialisation cost."""
+    return _architecture_of(model_name, image_size)
 
 
-def model_input_size_of(model: VisionTransformer) -> int:
+def _size_kwargs(model_name: str, image_size: int | None) -> dict:
+    if image_size is None:
+        return {}
+    native = _architecture_of(model_name)
+    if anatomy.input_size(native) == image_size or anatomy.family_of(native) == "convnext":
+        return {}
+    return {"img_size": image_size}
+
+
+def build_kwargs(model_name: str, image_size: int | None) -> dict:
+    """timm keywords that build `model_name` for `image_size` px inputs: none at its own size or for
+    ConvNeXt (any size); else `img_size`, so that timm's checkpoint filter interpolates the position
+    embedding (ViT, Eva: DINOv2's 518 -> 224 as timm's `resample_abs_pos_embed` does) or Swin's
+    relative-position tables; Swin's windows must tile every stage (checked, one line)."""
+    _architecture(model_name, image_size)
+    return _size_kwargs(model_name, image_size)
+
+
+def _check_swin_windows(model: nn.Module, model_name: str) -> None:
+    for index, stage in enumerate(model.layers):
+        block = stage.blocks[0]
+        height, width = block.input_resolution
+        window = block.window_size
+        if height % window[0] or width % window[1]:
+            raise PeftbenchError(
+                f"model '{model_name}' at {anatomy.input_size(model)} px: stage {index}'s {height}x{width} tokens do "
+                f"not tile into {window[0]}x{window[1]} windows; choose an input size that does"
+            )
+
+
+def model_input_size(model_name: str, image_size: int | None = None) -> int:
+    """The square input resolution runs of `model_name` use: `image_size` (the suite's), else the model's own."""
+    return anatomy.input_size(_architecture(model_name, image_size))
+
+
+def model_input_size_of(model: nn.Module) -> int:
     """The square input resolution of a built model."""
-    return int(model.patch_embed.img_size[0])
+    return anatomy.input_size(model)
 
 
-def normalisation(model: VisionTransformer) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std the backbone was pre-trained with."""
     cfg = model.pretrained_cfg
     return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
 
 
-def head_parameter_names(model: VisionTransformer) -> set[str]:
+def head_parameter_names(model: nn.Module) -> set[str]:
     """Names of the classifier's parameters."""
-    return {f"{prefix}.{name}" for prefix in HEAD_NAMES if isinstance(getattr(model, prefix, None), nn.Linear)
-            for name, _ in getattr(model, prefix).named_parameters()}  # fmt: skip
+    return {f"{path}.{name}" for path in anatomy.head_paths(model)
+            for name, _ in model.get_submodule(path).named_parameters()}  # fmt: skip
 
 
-def set_drop_path(model: VisionTransformer, rate: float, mode: str = "stochastic") -> None:
+def set_drop_path(model: nn.Module, rate: float, mode: str = "stochastic") -> None:
     """Regularise each block's two residual branches with a rate rising linearly from 0 in the
     first block to `rate` in the last: timm's stochastic depth (`stochastic`, as NOAH's and SSF's
     `drop_path_rate`) or element-wise dropout (`dropout`, RLRR's `networks.py`)."""
     from timm.layers import DropPath
 
-    depth = len(model.blocks)
-    for index, block in enumerate(model.blocks):
-        p = rate * index / max(1, depth - 1)
-        for name in ("drop_path1", "drop_path2"):
+    blocks = anatomy.blocks(model)
+    for index, block in enumerate(blocks):
+        p = rate * index / max(1, len(blocks) - 1)
+        for name in anatomy.drop_path_slots(block):
             layer = nn.Identity() if p == 0 else DropPath(p) if mode == "stochastic" else nn.Dropout(p)
             setattr(block, name, layer)

@@ -47,10 +47,10 @@ def count_trainable(method_name: str, model_name: str, suite: Suite, overrides: 
     _, options = resolve(cls, {}, overrides)
     try:
         with torch.device("meta"):  # no weights: shapes are all a count needs
-            model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None)
+            model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None, suite.image_size)
             adapt(model, cls(**options))
     except (RuntimeError, NotImplementedError):  # a method that reads values as it builds (peft's random inits)
-        model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None)
+        model, _ = create_backbone(model_name, suite.tasks[0].num_classes, None, suite.image_size)
         adapt(model, cls(**options))
     head = head_parameter_names(model)
     without_head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)

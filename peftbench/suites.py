@@ -48,6 +48,8 @@ class Suite:
     defaults: dict = field(default_factory=dict)
     tune_splits: tuple[str, str] = ("train800", "val200")  # the tune protocol trains on the first, scores the second
     tune_lr_factors: tuple[float, ...] = ()  # a suite-wide tune grid: each method's lr times these (demo)
+    # the input resolution every backbone is built for (VTAB-1k, FGVC: 224, as every paper); None: the backbone's own
+    image_size: int | None = None
 
     def task(self, name: str) -> Task:
         """The task called `name` or one of its aliases."""
@@ -100,6 +102,7 @@ def _parse_suite(path: Path) -> Suite:
         defaults=dict(raw.get("defaults", {})),
         tune_splits=(tune["train_split"], tune["eval_split"]),
         tune_lr_factors=tuple(float(f) for f in tune.get("lr_factors", ())),
+        image_size=int(raw["image_size"]) if "image_size" in raw else None,
     )
 
 

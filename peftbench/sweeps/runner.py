@@ -50,7 +50,7 @@ class SplitLoader:
         if key != self._key:
             self._key, self._value = key, None  # one pair in memory at a time
             task, recipe = self.request.suite.task(spec.task), get_recipe(spec.recipe)
-            size = backbone.model_input_size(spec.model)
+            size = backbone.model_input_size(spec.model, self.request.suite.image_size)
             try:
                 self._value = tuple(
                     load_split(
@@ -157,7 +157,7 @@ def failed(record: Record, reason: str, started: float | None = None) -> Record:
 def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch.device, listener):
     task = request.suite.task(spec.task)
     engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
-    model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights)
+    model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights, request.suite.image_size)
     backbone.init_head(model, spec.train.head_init)
     backbone.set_drop_path(model, spec.train.drop_path, spec.train.drop_path_mode)
     method = get_method(spec.method)(**spec.options)

@@ -271,5 +271,5 @@ def test_adapters_refuse_blocks_other_than_timms_pre_norm_block(method):
     model = VisionTransformer(
         img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3, block_fn=ParallelScalingBlock
     )
-    with pytest.raises(PeftbenchError, match="pre-norm Block"):
+    with pytest.raises(PeftbenchError, match="pre-norm residual blocks"):
         method.apply(model)
