@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from peftbench.anatomy import ALL_FAMILIES
+from peftbench.anatomy import ALL_FAMILIES, family_of
 from peftbench.errors import PeftbenchError
 
 from ._registry import register_method
@@ -224,6 +224,12 @@ class PeftTuner(Method):
     def apply(self, model: nn.Module) -> None:
         config = self.peft_config()
         peft = import_peft(self.name)
+        if not any(re.fullmatch(staged(self.target_modules), name) for name, _ in model.named_modules()):
+            raise PeftbenchError(
+                f"{self.name}: target_modules '{self.target_modules}' matches no module of this "
+                f"{family_of(model)} backbone; pass --set target_modules=REGEX, e.g. "
+                r"'blocks\.\d+\.attn\.(q|v)_proj' (EVA-02) or 'blocks\.\d+\.mlp\.fc[12]' (ConvNeXt)"
+            )
         try:
             tuner = peft.PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, "default")
         except (TypeError, ValueError) as exc:

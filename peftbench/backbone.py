@@ -26,8 +26,8 @@ from .errors import PeftbenchError
 from .zoo import DEMO_WEIGHTS, TINY_NAMES, WEIGHTS_DIR  # noqa: F401  (registers the tiny models; re-exported)
 
 RANDOM_INIT = "random init"
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-ACCEPTED_FORMATS = ".npz (Google's Flax ViT release), .safetensors, .pth/.pt/.bin (torch state dict)"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")  # .tar: MoCo v3's .pth.tar
+ACCEPTED_FORMATS = ".npz (Google's Flax ViT release), .safetensors, .pth/.pt/.bin/.pth.tar (torch state dict)"
 # Google's original ImageNet-21k release behind timm's `orig_in21k` tags (VPT, NOAH and RLRR use ViT-B_16.npz).
 ORIGINAL_RELEASE = "https://storage.googleapis.com/vit_models/imagenet21k/"
 ORIGINAL_NPZ = {
@@ -396,14 +396,14 @@ def _size_kwargs(model_name: str, image_size: int | None) -> dict:
     if image_size is None:
         return {}
     native = _architecture_of(model_name)
-    if anatomy.input_size(native) == image_size or anatomy.family_of(native) == "convnext":
-        return {}
+    if anatomy.input_size(native) <= image_size or anatomy.family_of(native) == "convnext":
+        return {}  # never enlarged: the tiny test backbones keep their own size
     return {"img_size": image_size}
 
 
 def build_kwargs(model_name: str, image_size: int | None) -> dict:
-    """timm keywords that build `model_name` for `image_size` px inputs: none at its own size or for
-    ConvNeXt (any size); else `img_size`, so that timm's checkpoint filter interpolates the position
+    """timm keywords that build `model_name` for `image_size` px inputs when it was made for more
+    (none for a smaller backbone, which keeps its size, or for ConvNeXt, which takes any): `img_size`, so that timm's checkpoint filter interpolates the position
     embedding (ViT, Eva: DINOv2's 518 -> 224 as timm's `resample_abs_pos_embed` does) or Swin's
     relative-position tables; Swin's windows must tile every stage (checked, one line)."""
     _architecture(model_name, image_size)
@@ -420,6 +420,11 @@ def _check_swin_windows(model: nn.Module, model_name: str) -> None:
                 f"model '{model_name}' at {anatomy.input_size(model)} px: stage {index}'s {height}x{width} tokens do "
                 f"not tile into {window[0]}x{window[1]} windows; choose an input size that does"
             )
+
+
+def family_of_model(model_name: str) -> str:
+    """The anatomy family of `model_name` (vit, swin, convnext, eva), or a one-line error."""
+    return anatomy.family_of(_architecture(model_name), model_name)
 
 
 def model_input_size(model_name: str, image_size: int | None = None) -> int:

@@ -410,7 +410,7 @@ def list_(
         raise fail(str(exc)) from None
     table = Table(caption=caption)
     for header in headers:
-        table.add_column(header, no_wrap=header in ("suite", "task", "group", "classes", "split sizes"))
+        table.add_column(header, no_wrap=header in ("suite", "task", "group", "classes", "split sizes", "method"))
     for row in rows:
         table.add_row(*row)
     console.print(table)

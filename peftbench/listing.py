@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from .anatomy import FAMILY_NAMES
 from .data.recipes import RECIPES
 from .methods import all_methods, get_method
 from .params import count_trainable
@@ -18,13 +19,15 @@ def _suites(name: str | None) -> list[Suite]:
 
 def methods(_: str | None = None) -> Rows:
     rows = [
-        [name, "yes" if cls.mergeable else "no", ", ".join(cls.option_fields()) or "–", cls.summary]
+        [name, ", ".join(cls.families), "yes" if cls.mergeable else "no", ", ".join(cls.option_fields()) or "–",
+         cls.summary]
         for name, cls in all_methods().items()
-    ]
+    ]  # fmt: skip
     return (
-        ["method", "mergeable", "options", "summary"],
+        ["method", "families", "mergeable", "options", "summary"],
         rows,
-        "peftbench describe METHOD: paper, options, trainable set",
+        "peftbench describe METHOD: paper, options, trainable set; families: "
+        + "; ".join(f"{name} = {what}" for name, what in FAMILY_NAMES.items()),
     )
 
 

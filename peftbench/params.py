@@ -14,8 +14,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .anatomy import head_paths
 from .api import adapt
 from .backbone import create_backbone, head_parameter_names
+from .errors import PeftbenchError
 from .methods import get_method, resolve_method_names
 from .settings import check_keys, parse_assignments, resolve
 from .suites import Suite, get_suite
@@ -34,6 +36,7 @@ class MethodCount:
     method: str
     without_head: int
     with_head: dict[str, int]  # task -> trainable parameters, head included
+    refused: str = ""  # why the method is not defined on this backbone (then there are no counts)
 
     @property
     def mean_with_head(self) -> float:
@@ -54,15 +57,24 @@ def count_trainable(method_name: str, model_name: str, suite: Suite, overrides: 
         adapt(model, cls(**options))
     head = head_parameter_names(model)
     without_head = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in head)
-    width = model.num_features
+    # DeiT distilled: two heads, each num_features x classes + classes
+    per_class = sum(model.get_submodule(path).in_features + 1 for path in head_paths(model))
     return MethodCount(
-        method_name, without_head, {t.name: without_head + width * t.num_classes + t.num_classes for t in suite.tasks}
+        method_name, without_head, {t.name: without_head + per_class * t.num_classes for t in suite.tasks}
     )
+
+
+def count_or_reason(method_name: str, model_name: str, suite: Suite, overrides: dict[str, Any]) -> MethodCount:
+    """`count_trainable`, or the one-line reason the method is refused on this backbone."""
+    try:
+        return count_trainable(method_name, model_name, suite, overrides)
+    except PeftbenchError as exc:
+        return MethodCount(method_name, 0, {}, refused=str(exc))
 
 
 def counts_table(counts: list[MethodCount], suite: Suite) -> pd.DataFrame:
     rows = []
-    for count in counts:
+    for count in (c for c in counts if not c.refused):
         row: dict[str, Any] = {
             "Method": count.method,
             "Params (M) incl. head, mean": count.mean_with_head / 1e6,
@@ -82,16 +94,23 @@ def render_counts(counts: list[MethodCount], suite: Suite, model_name: str, fmt:
             "methods": {
                 c.method: {"without_head": c.without_head, "with_head": c.with_head, "mean_with_head": c.mean_with_head}
                 for c in counts
+                if not c.refused
             },
+            "refused": {c.method: c.refused for c in counts if c.refused},
         }
         return json.dumps(payload, indent=2) + "\n"
+    refused = "".join(f"- refused, {c.method}: {c.refused}\n" for c in counts if c.refused)
+    if len(refused.splitlines()) == len(counts):
+        return f"## Trainable parameters: {suite.name}\n\nNo method is defined on `{model_name}`:\n\n{refused}"
     table = counts_table(counts, suite)
     shown = table.apply(lambda col: col.map(lambda v: f"{v:.2f}" if "(M)" in col.name else f"{int(v):,}"))
     notes = (
         f"Trainable parameters of `{model_name}` on suite {suite.name}: per task with the classification head, "
         f"the mean over the suite's {len(suite.tasks)} tasks with the head (the RLRR paper's convention), and without it."
     )
-    return f"## Trainable parameters: {suite.name}\n\n{shown.to_markdown(disable_numparse=True)}\n\n- {notes}\n"
+    return (
+        f"## Trainable parameters: {suite.name}\n\n{shown.to_markdown(disable_numparse=True)}\n\n- {notes}\n{refused}"
+    )
 
 
 def suite_counts(suite: str, methods: list[str], model: str | None, assignments: list[str], fmt: str) -> str:
@@ -101,5 +120,5 @@ def suite_counts(suite: str, methods: list[str], model: str | None, assignments:
     overrides = parse_assignments(assignments)
     check_keys(overrides, [get_method(name) for name in names])
     model_name = model or chosen.model
-    counts = [count_trainable(name, model_name, chosen, overrides) for name in names]
+    counts = [count_or_reason(name, model_name, chosen, overrides) for name in names]
     return render_counts(counts, chosen, model_name, fmt)

@@ -77,6 +77,7 @@ class Execution:
     fused_attention: bool | None = None  # None: not recorded (older records)
     precision: str | None = None  # what `precision` resolved to on the device: fp32, bf16 or fp16 (+ GradScaler)
     head_init: str | None = None  # how the new head started: zero or trunc_normal
+    backbone: str | None = None  # family, blocks, input size, prefix tokens, pooling (anatomy.describe)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from torch import nn
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_WEIGHTS = WEIGHTS_DIR / "vit_micro_patch4_32.demo.safetensors"
 TINY = {"input_size": (3, 32, 32), "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+TINY_TOKENS = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2)  # the tiny DeiT and Evas
 TINY_NAMES = (
     "vit_micro_patch4_32",
     "deit_micro_distilled_patch4_32",
@@ -78,8 +79,7 @@ def vit_micro_patch4_32(pretrained: bool = False, **kwargs) -> VisionTransformer
 @register_model
 def deit_micro_distilled_patch4_32(pretrained: bool = False, **kwargs) -> deit.VisionTransformerDistilled:
     """DeiT distilled at 32 px: class and distillation tokens, `head` and `head_dist`."""
-    args = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2)
-    return _build(deit.VisionTransformerDistilled, "deit_micro_distilled_patch4_32", pretrained, args, kwargs)
+    return _build(deit.VisionTransformerDistilled, "deit_micro_distilled_patch4_32", pretrained, TINY_TOKENS, kwargs)
 
 
 @register_model
@@ -103,11 +103,7 @@ def eva02_micro_patch4_32(pretrained: bool = False, **kwargs) -> eva.Eva:
     """EVA-02's anatomy at 32 px: separate q/k/v projections (k without bias), SwiGLU MLP with its
     inner LayerNorm, rotary position embedding, absolute position embedding, class token."""
     args = dict(
-        img_size=32,
-        patch_size=4,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
+        **TINY_TOKENS,
         qkv_fused=False,
         mlp_ratio=4 * 2 / 3,
         swiglu_mlp=True,
@@ -123,11 +119,7 @@ def dinov3_micro_patch4_32(pretrained: bool = False, **kwargs) -> eva.Eva:
     """DINOv3's anatomy at 32 px: fused qkv without bias, 4 register tokens, layer scale, DINOv3 RoPE,
     no absolute position embedding, average pooling (timm's default for DINOv3)."""
     args = dict(
-        img_size=32,
-        patch_size=4,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
+        **TINY_TOKENS,
         qkv_bias=False,
         init_values=1e-5,
         rope_type="dinov3",

@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any
 
+from .. import backbone
 from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import get_method
@@ -103,7 +104,13 @@ def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
     """The spec of one method on one task under the request's protocol (first seed)."""
     suite, recipe = request.suite, request.recipe or request.suite.recipe
     published: dict[str, Any] = {}
-    if request.protocol in ("paper", "best-test"):
+    family = backbone.family_of_model(request.model)
+    if request.protocol == "paper" and family != "vit":
+        raise PeftbenchError(
+            f"--protocol paper: the published recipes are for ViT backbones; '{request.model}' is a {family} "
+            "model: use --protocol default or tune"
+        )
+    if request.protocol in ("paper", "best-test") and family == "vit":
         try:
             found = paper_settings.published(cls.name, suite, task)
             published, recipe = found.settings, request.recipe or found.recipe

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from .. import backbone, engine, provenance
+from .. import anatomy, backbone, engine, provenance
 from ..api import adapt
 from ..data import load_split
 from ..data.batches import Split
@@ -93,7 +93,7 @@ def run_spec(
                 {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")},
             ),
         )
-        result, params, fused, adapted = _train(request, spec, train, evaluated, device, listener)
+        result, params, fused, adapted, anatomy_line = _train(request, spec, train, evaluated, device, listener)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return failed(record, str(exc), started)
     except torch.OutOfMemoryError as exc:
@@ -128,6 +128,7 @@ def run_spec(
             fused,
             engine.precision_name(spec.train.precision, device),
             spec.train.head_init,
+            anatomy_line,
         ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
         adapted=adapted,
@@ -158,6 +159,7 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
     task = request.suite.task(spec.task)
     engine.seed_everything(spec.seed)  # the method's own initialisation is seeded too
     model, _ = backbone.create_backbone(spec.model, task.num_classes, request.weights, request.suite.image_size)
+    described = anatomy.describe(model)
     backbone.init_head(model, spec.train.head_init)
     backbone.set_drop_path(model, spec.train.drop_path, spec.train.drop_path_mode)
     method = get_method(spec.method)(**spec.options)
@@ -179,7 +181,7 @@ def _train(request, spec: RunSpec, train: Split, evaluated: Split, device: torch
         eval_every=spec.eval_every,
         compile=request.compile,
     )
-    return result, params, engine.uses_fused_attention(model), adapted
+    return result, params, engine.uses_fused_attention(model), adapted, described
 
 
 def new_record(spec: RunSpec, device: torch.device) -> Record:

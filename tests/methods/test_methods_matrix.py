@@ -111,9 +111,7 @@ def test_trainable_count_matches_the_formula(name: str):
     assert all(p.requires_grad for p in model.head.parameters())
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_gradients_reach_exactly_the_trainable_parameters(name: str, images):
-    model = build(name)
+def assert_gradients_reach_exactly_the_trainable(model: torch.nn.Module, images: torch.Tensor) -> None:
     perturb_trainable(model)
     model(images).square().sum().backward()
     for parameter_name, parameter in model.named_parameters():
@@ -121,6 +119,11 @@ def test_gradients_reach_exactly_the_trainable_parameters(name: str, images):
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
         else:
             assert parameter.grad is None, parameter_name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_gradients_reach_exactly_the_trainable_parameters(name: str, images):
+    assert_gradients_reach_exactly_the_trainable(build(name), images)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -110,7 +110,10 @@ def test_merge_is_peft_merge_and_unload_into_a_plain_timm_vit():
         ({"config": "{oops"}, "peft-lora: config must be a JSON object"),
         ({"config": '{"r": 4}'}, "peft-lora: set r with --set r=..., not inside config"),
         ({"config": '{"no_such_field": 1}'}, "peft-lora: peft 0"),
-        ({"target_modules": "blocks\\.99\\.attn\\.qkv"}, "peft-lora: peft 0"),
+        (
+            {"target_modules": "blocks\\.99\\.attn\\.qkv"},
+            "peft-lora: target_modules 'blocks\\.99\\.attn\\.qkv' matches no",
+        ),
         ({"target_modules": "("}, "peft-lora: target_modules is not a regular expression"),
     ],
 )
