@@ -181,9 +181,8 @@ def _load_state_dict(model: nn.Module, path: Path) -> None:
     except Exception as exc:  # a layout timm does not know
         raise PeftbenchError(f"cannot read weights {path}: {_first_line(exc)}") from None
     head = head_parameter_names(model)
-    state = {k: v for k, v in state.items() if k not in head and not k.startswith(("head_dist.", "head.fc."))}
-    if anatomy.family_of(model) != "convnext":  # ConvNeXt's head.norm is pretrained; other heads are classifiers
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    classifiers = tuple(f"{path}." for path in anatomy.head_paths(model))  # not ConvNeXt's pretrained head.norm
+    state = {k: v for k, v in state.items() if not k.startswith(classifiers)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch: another architecture
