@@ -285,6 +285,30 @@ def compare(
 
 
 @app.command()
+def site(
+    out: Path = typer.Option(Path("site"), help="Folder to write the site into (index.html at its top)."),
+    results: Path = typer.Option(DEFAULT_RESULTS, help="Results folder to read records from."),
+    faithfulness: Optional[Path] = typer.Option(
+        None, help="FAITHFULNESS.md whose summary rows the method pages show (default: ./FAITHFULNESS.md if present)."
+    ),
+) -> None:
+    """A static leaderboard site: sortable tables per suite × protocol × backbone, a page per method and task, plots."""
+    from .listing import method_facts
+    from .reports.faithfulness import read_faithfulness
+    from .reports.site import build_site
+    from .reports.site_data import MethodCard
+
+    try:
+        if faithfulness is None and Path("FAITHFULNESS.md").is_file():
+            faithfulness = Path("FAITHFULNESS.md")
+        rows = read_faithfulness(faithfulness) if faithfulness else None
+        pages = build_site(results, out, [MethodCard(**facts) for facts in method_facts()], rows)
+    except PeftbenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"wrote {len(pages)} pages to {out} (open {out / 'index.html'})")
+
+
+@app.command()
 def params(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite whose tasks set the head sizes."),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method (repeatable); default: all."),

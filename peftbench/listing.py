@@ -87,3 +87,20 @@ def describe_method(name: str, model: str = "vit_base_patch16_224") -> str:
         f"Merge: {'folds into a plain timm ViT (evaluated merged)' if cls.mergeable else 'no; evaluated unmerged'}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def method_facts() -> list[dict]:
+    """Every registered method's summary, cited docstring, families, options and training defaults,
+    as plain data for pages that must not import the methods (the site)."""
+    return [
+        {
+            "name": name,
+            "summary": cls.summary,
+            "doc": inspect.cleandoc(cls.__doc__ or ""),
+            "families": tuple(cls.families),
+            "mergeable": cls.mergeable,
+            "options": tuple((o, kind, repr(default), text) for o, kind, default, text in cls.describe_options()),
+            "train_defaults": {k: repr(v) for k, v in cls.train_defaults.items()},
+        }
+        for name, cls in all_methods().items()
+    ]

@@ -42,6 +42,7 @@ class Leaderboard:
     provenance: list[str] = field(default_factory=list)  # what regenerates the table
     row_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> method, model, protocol of our rows
     marks: dict[tuple[str, str], str] = field(default_factory=dict)  # (row, column) -> ▲ / ▼ (report --significance)
+    cell_keys: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (row, task) -> its records' keys
 
     @property
     def is_empty(self) -> bool:
@@ -57,6 +58,8 @@ def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
         spec = record.spec
         rows.append(
             {
+                "key": record.key,
+                "method_name": spec.method,
                 "suite": spec.suite,
                 "task": spec.task,
                 "method": method_label(record),
@@ -147,7 +150,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
         )
         .reset_index()
     )
-    rows, spreads, efficiency, row_runs = [], [], [], {}
+    rows, spreads, efficiency, row_runs, cell_keys = [], [], [], {}, {}
     for (method, backbone, protocol), part in summary.groupby(["method", "backbone", "protocol"], sort=False):
         label = _row_label(method, backbone, protocol, several, several_protocols)
         by_task = part.set_index("task")
@@ -165,7 +168,14 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
             {"Method": label, **by_task["std"].reindex(task_names).to_dict(), **_seed_spread(suite, runs_of_row)}
         )
         efficiency.append({"Method": label, **_efficiency_row(runs_of_row)})
-        row_runs[label] = {"method": method, "model": runs_of_row["model"].iloc[0], "protocol": protocol}
+        row_runs[label] = {
+            "method": method,
+            "method_name": runs_of_row["method_name"].iloc[0],
+            "model": runs_of_row["model"].iloc[0],
+            "protocol": protocol,
+        }
+        for task, keys in runs_of_row.groupby("task")["key"]:
+            cell_keys[(label, task)] = tuple(sorted(keys))
     table = pd.DataFrame(rows).set_index("Method")
     spread = pd.DataFrame(spreads).set_index("Method").reindex(columns=table.columns)
     return Leaderboard(
@@ -176,6 +186,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
         pd.DataFrame(efficiency).set_index("Method"),
         _provenance(cells),
         row_runs,
+        cell_keys=cell_keys,
     )
 
 

@@ -119,7 +119,7 @@ def render_latex(board: Leaderboard, provenance: list[str]) -> str:
 
 def _latex_efficiency(board: Leaderboard) -> list[str]:
     """The efficiency table as a second booktabs table."""
-    shown = _efficiency_strings(board.efficiency)
+    shown = efficiency_strings(board.efficiency)
     lines = [r"\begin{table*}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(shown.columns) + "}", r"\toprule"]
     lines.append(" & ".join(["Method"] + [latex_escape(c) for c in shown.columns]) + r" \\")
     lines.append(r"\midrule")
@@ -133,7 +133,7 @@ def _latex_efficiency(board: Leaderboard) -> list[str]:
 def _html_efficiency(board: Leaderboard) -> str:
     if board.efficiency.empty:
         return ""
-    esc, shown = html.escape, _efficiency_strings(board.efficiency)
+    esc, shown = html.escape, efficiency_strings(board.efficiency)
     head = "<tr><th>Method</th>" + "".join(f"<th>{esc(c)}</th>" for c in shown.columns) + "</tr>"
     body = "\n".join(
         f"<tr><th>{esc(str(label))}</th>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
@@ -247,7 +247,7 @@ def _render_markdown(board: Leaderboard) -> str:
     if not board.efficiency.empty:
         parts.append(
             f"{EFFICIENCY_TITLE}:\n\n"
-            + markdown_safe(_efficiency_strings(board.efficiency)).to_markdown(disable_numparse=True)
+            + markdown_safe(efficiency_strings(board.efficiency)).to_markdown(disable_numparse=True)
         )
     parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in board.provenance))
     return "\n\n".join(parts) + "\n"
@@ -268,7 +268,7 @@ def markdown_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:
+def efficiency_strings(efficiency: pd.DataFrame) -> pd.DataFrame:
     def show(value: Any) -> str:
         if isinstance(value, str):
             return value

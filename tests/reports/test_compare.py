@@ -9,28 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from record_factory import put_predicted
 from typer.testing import CliRunner
 
 from peftbench.cli import app
 from peftbench.errors import PeftbenchError
-from peftbench.record import Execution, Metrics, Params, Predictions, Record
 from peftbench.reports.compare import compare, render
-from peftbench.settings import TrainConfig
-from peftbench.spec import RunSpec
 from peftbench.store import Store
 
 N = 500
-
-
-def put(store: Store, method: str, task: str, seed: int, predicted, labels) -> Record:
-    spec = RunSpec(
-        "demo", task, method, "vit_micro_patch4_32", "random init", seed, TrainConfig(epochs=1, warmup_epochs=0), {}
-    )
-    top1 = 100 * float(np.mean(np.asarray(predicted) == np.asarray(labels)))
-    record = Record(spec.key, "run", spec, "ok", metrics=Metrics(top1), params=Params(10, 5, 5, 100),
-                    execution=Execution(), predictions=Predictions("test", len(labels), arrays=(np.asarray(predicted), np.asarray(labels))))  # fmt: skip
-    store.put(record)
-    return record
 
 
 def pair(tmp_path: Path, wrong_b: int, task: str = "textures", seeds=(42,)) -> Store:
@@ -38,8 +25,8 @@ def pair(tmp_path: Path, wrong_b: int, task: str = "textures", seeds=(42,)) -> S
     store = Store(tmp_path / "results")
     labels = np.arange(N) % 5
     for seed in seeds:
-        put(store, "lora", task, seed, labels, labels)
-        put(store, "linear", task, seed, np.where(np.arange(N) < wrong_b, (labels + 1) % 5, labels), labels)
+        put_predicted(store, "lora", task, seed, labels, labels)
+        put_predicted(store, "linear", task, seed, np.where(np.arange(N) < wrong_b, (labels + 1) % 5, labels), labels)
     return store
 
 
@@ -79,8 +66,8 @@ def test_seeds_pool_holm_corrects_and_the_result_is_deterministic(tmp_path: Path
     store = pair(tmp_path, 8, "textures", seeds=(42, 44))  # 8 of 1000 pooled: p = 2^-7, Holm x 2
     labels = np.arange(N) % 5
     for task, wrong in (("landcover", 150), ("count", 0), ("position", 3)):
-        put(store, "lora", task, 42, labels, labels)
-        put(store, "linear", task, 42, np.where(np.arange(N) < wrong, (labels + 1) % 5, labels), labels)
+        put_predicted(store, "lora", task, 42, labels, labels)
+        put_predicted(store, "linear", task, 42, np.where(np.arange(N) < wrong, (labels + 1) % 5, labels), labels)
     first = compare(tmp_path / "results", "demo", "lora", "linear", resamples=2000, seed=3)
     by_task = {t.task: t for t in first.tasks}
     assert by_task["textures"].examples == 2 * N and by_task["textures"].seeds == (42, 44)
@@ -127,9 +114,9 @@ def test_compare_on_a_real_demo_sweep_prints_intervals_and_p_values(tmp_path: Pa
 def test_report_marks_the_cells_that_differ_significantly_from_the_baseline(tmp_path: Path):
     store = pair(tmp_path, 150, "landcover")  # lora right on all, linear wrong on 150 of 500
     labels = np.arange(N) % 5
-    put(store, "lora", "count", 42, labels, labels)
-    put(store, "linear", "count", 42, labels, labels)  # identical: no mark
-    put(store, "vpt_deep", "count", 42, np.where(np.arange(N) < 100, (labels + 1) % 5, labels), labels)
+    put_predicted(store, "lora", "count", 42, labels, labels)
+    put_predicted(store, "linear", "count", 42, labels, labels)  # identical: no mark
+    put_predicted(store, "vpt_deep", "count", 42, np.where(np.arange(N) < 100, (labels + 1) % 5, labels), labels)
     runner = CliRunner()
     shown = runner.invoke(
         app, ["report", "--suite", "demo", "--results", str(tmp_path / "results"), "--significance", "linear"]
