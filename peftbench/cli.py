@@ -47,6 +47,11 @@ TableFormat = Enum("TableFormat", {name: name for name in ("md", "json")}, type=
 Listing = Enum("Listing", {name: name for name in ("methods", "tasks", "suites", "recipes")}, type=str)
 Launcher = Enum("Launcher", {name: name for name in ("local", "slurm")}, type=str)
 Reference = Enum("Reference", {name: name for name in ("none", "paper")}, type=str)
+DataFormat = Enum("DataFormat", {name: name for name in ("auto", "vtab-lists", "tfds")}, type=str)
+DATA_FORMAT_HELP = (
+    "vtab-lists: the suite's list files (or FGVC JSON); tfds: VTAB-1k as TFDS tfrecords "
+    "(<data-root>/<dataset>/<version>/); auto: tfds when a <dataset>/<version>/dataset_info.json is there."
+)
 
 DATA_ROOT_HELP = "Folder holding the suite's task folders (env: PEFTBENCH_DATA; default: ./data)."
 SET_HELP = "Override a setting or method option: key=value (repeatable), e.g. lr=1e-3 or rank=4."
@@ -118,6 +123,7 @@ class RunOptions:
     cache_dir: Optional[Path] = cli_option(
         None, "--cache-dir", help="Decode-once image cache (env: PEFTBENCH_CACHE; default: the user cache folder)."
     )
+    data_format: DataFormat = cli_option(DataFormat.auto, "--data-format", help=DATA_FORMAT_HELP)
     retry_failed: bool = cli_option(False, "--retry-failed", help="Rerun units whose record says failed.")
     force: bool = cli_option(False, "--force", help="Rerun every unit, finished or not.")
     compile: bool = cli_option(
@@ -157,7 +163,9 @@ def run(what: RunOptions, where: LaunchOptions) -> None:
     from .sweeps.request import RunRequest
 
     try:
-        request = RunRequest.from_options(**{**vars(what), "device": what.device.value})
+        request = RunRequest.from_options(
+            **{**vars(what), "device": what.device.value, "data_format": what.data_format.value}
+        )
         launch = {k: v for k, v in vars(where).items() if k != "out"}
         launcher = launcher_from_options(**{**launch, "launcher": where.launcher.value}, listener=RichSweepProgress)
         outcome = execute(request, Store(where.out), launcher)
@@ -399,12 +407,13 @@ def data_check(
     suite: str = typer.Option(..., "--suite", "-s", help="Suite to check: vtab (vtab1k), fgvc, demo."),
     data_root: Path = typer.Option(_data_root_default, help=DATA_ROOT_HELP),
     deep: bool = typer.Option(False, "--deep", help="Also open and decode every image (slow on the real suites)."),
+    data_format: DataFormat = typer.Option(DataFormat.auto, "--data-format", help=DATA_FORMAT_HELP),
 ) -> None:
     """One row per task: found or missing, split sizes against the expected ones, labels; exit 1 on errors."""
     from .data.check import check_suite_data, render_table
 
     try:
-        chosen, reports = check_suite_data(suite, data_root, deep)
+        chosen, reports = check_suite_data(suite, data_root, deep, data_format.value)
     except PeftbenchError as exc:
         raise fail(str(exc)) from None
     console.print(render_table(reports))

@@ -154,6 +154,16 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def canonical_sha256(value: Any) -> str:
+    """sha256 of a JSON-able value in canonical form (sorted keys, no spaces)."""
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()
+
+
+def sampled_sha256(path: Path, size: int) -> str:
+    """A file's sampled sha256, as entries check their data files (the whole file when it is small)."""
+    return _sampled_sha256(path, size)
+
+
 def _checked_meta(folder: Path, key: dict[str, Any]) -> dict[str, Any]:
     """The entry's metadata once every data file matches it; FileNotFoundError when there is none."""
     try:

@@ -16,9 +16,9 @@ from rich.table import Table
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task, get_suite
-from . import fgvc, vtab
+from . import fgvc, tfds, vtab
 from .images import decode_image
-from .loading import prepare_suite_data, task_dir
+from .loading import data_format, prepare_suite_data, task_dir
 
 MAX_NAMED_IMAGES = 5  # bad images named per task; the rest are counted
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
@@ -52,11 +52,44 @@ def expected_size(task: Task, split: str) -> int | None:
     return task.splits.get(split)
 
 
-def check_suite(suite: Suite, data_root: Path, deep: bool) -> list[TaskReport]:
+def check_suite(suite: Suite, data_root: Path, deep: bool, requested_format: str = "auto") -> list[TaskReport]:
     """One report per task of `suite` under `data_root`, in suite order."""
+    if data_format(suite, data_root, requested_format) == "tfds":
+        return [check_tfds_task(suite, task, data_root, deep) for task in suite.tasks]
     if suite.layout not in READERS:
         raise PeftbenchError(f"suite '{suite.name}' uses the '{suite.layout}' layout, which data check cannot read")
     return [check_task(suite, task, data_root, deep) for task in suite.tasks]
+
+
+def check_tfds_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
+    """A task of a TFDS tree: each split cut as task_adaptation defines it, its labels made and checked.
+
+    train800 / val200 / train800val200 must hold the suite's sizes; test is the whole split the
+    definition names, so its size is whatever the tree holds (no expectation)."""
+    report = TaskReport(task)
+    definition = tfds.suite_tasks(suite.name)[task.name]
+    images: list = []
+    labels: list[int] = []
+    for split in vtab.SPLITS:
+        try:
+            read = tfds.read_task_split(definition, suite.data_dir(data_root), split)
+        except PeftbenchError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.folder = read.dataset.folder
+        report.sizes[split] = len(read.labels)
+        expected = None if split == "test" else expected_size(task, split)
+        if expected is not None and expected != len(read.labels):
+            report.warnings.append(
+                f"{read.dataset.folder}: {split} ({definition.splits[split]}) holds {len(read.labels)} examples, "
+                f"expected {expected} for {task.name}"
+            )
+        images.extend(read.images)
+        labels.extend(read.labels)
+    _record_classes(report, labels)
+    if deep:
+        _decode_all(images, report)
+    return report
 
 
 def check_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
@@ -176,8 +209,10 @@ def _size_cell(report: TaskReport, split: str) -> str:
     return f"{found}/{expected}" if found == expected else f"[yellow]{found}/{expected}[/]"
 
 
-def check_suite_data(suite: str, data_root: Path, deep: bool = False) -> tuple[Suite, list[TaskReport]]:
+def check_suite_data(
+    suite: str, data_root: Path, deep: bool = False, requested_format: str = "auto"
+) -> tuple[Suite, list[TaskReport]]:
     """`peftbench data check`: the suite (its demo tasks generated when missing) and one report per task."""
     chosen = get_suite(suite)
     prepare_suite_data(chosen, list(chosen.tasks), data_root)
-    return chosen, check_suite(chosen, data_root, deep)
+    return chosen, check_suite(chosen, data_root, deep, requested_format)

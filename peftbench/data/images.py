@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,6 +21,35 @@ FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 DEFAULT_MAX_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = None  # peftbench checks the size itself (below), before any pixel is decoded
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image stored inside another file (a TFRecord's record): `load()` returns its encoded bytes,
+    `scale` multiplies its decoded 8-bit pixels (dSprites' 0/1 masks), `str()` says where it lives."""
+
+    origin: str
+    load: Callable[[], bytes]
+    scale: int = 1
+
+    def __str__(self) -> str:
+        return self.origin
+
+    def open(self) -> Image.Image:
+        image = Image.open(io.BytesIO(self.load()))
+        if self.scale == 1:
+            return image
+        if image.mode not in ("L", "RGB"):
+            raise ValueError(f"pixel scaling needs 8-bit L or RGB pixels, got mode {image.mode}")
+        scaled = np.asarray(image, dtype=np.uint16) * self.scale
+        return Image.fromarray(np.minimum(scaled, 255).astype(np.uint8), mode=image.mode)
+
+
+Source = Union[Path, EncodedImage]
+
+
+def _open(source: Source) -> Image.Image:
+    return source.open() if isinstance(source, EncodedImage) else Image.open(source)
 
 
 def max_pixels() -> int:
@@ -54,7 +85,7 @@ def _rgb(image: Image.Image, path: Path) -> Image.Image:
 def decode_image(path: Path, size: tuple[int, int] | None, filter: str = "bicubic") -> np.ndarray:
     """One image as an RGB uint8 array (H, W, 3), resized to `size` (width, height) with PIL's `filter` if given."""
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             _check_size(image, path)
             image = _rgb(image, path)
             if size is not None and image.size != size:
@@ -76,7 +107,7 @@ def _parallel(function: Callable[[Path], np.ndarray], paths: list[Path], workers
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             _check_size(image, path)
             return image.size
     except FileNotFoundError:

@@ -37,6 +37,7 @@ class RunRequest:
     eval_every: int = 1  # best-test: evaluate the test split every k epochs
     retry_failed: bool = False  # rerun units whose record says failed
     compile: bool = False  # torch.compile the training forward (how units run, not what they are)
+    data_format: str = "auto"  # auto | vtab-lists | tfds (peftbench.data.loading.data_format)
 
     @classmethod
     def from_options(
@@ -62,7 +63,7 @@ class RunRequest:
         """A request from the command line's values, each checked with a one-line error.
 
         `how` holds the fields that say how units run, not what they are (device, force, cache_dir,
-        retry_failed, compile)."""
+        retry_failed, compile, data_format)."""
         if weights is not None and no_pretrained:
             raise PeftbenchError("--weights and --no-pretrained exclude each other; give one")
         if grid and protocol != "tune":
@@ -114,7 +115,7 @@ class RunRequest:
     def sweep_id(self) -> str:
         """Equal for requests that plan the same units (how to rerun them does not count)."""
         payload = self.payload()
-        for name in ("force", "retry_failed", "device", "cache_dir", "data_root", "compile"):
+        for name in ("force", "retry_failed", "device", "cache_dir", "data_root", "compile", "data_format"):
             payload.pop(name)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -54,7 +54,14 @@ class SplitLoader:
             try:
                 self._value = tuple(
                     load_split(
-                        self.request.suite, task, split, self.request.data_root, size, recipe, self.request.cache_dir
+                        self.request.suite,
+                        task,
+                        split,
+                        self.request.data_root,
+                        size,
+                        recipe,
+                        self.request.cache_dir,
+                        self.request.data_format,
                     )
                     for split in (spec.train_split, spec.eval_split)
                 )
