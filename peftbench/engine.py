@@ -245,13 +245,16 @@ def predict(
     device: torch.device,
     precision: str = "auto",
 ) -> torch.Tensor:
-    """Outputs of `forward` over `count` inputs in large batches (under `precision`), gathered on the CPU."""
+    """Outputs of `forward` over `count` inputs in large batches (under `precision`), gathered on the CPU.
+
+    The outputs stay on the device until the last batch: no per-batch synchronisation, so the host
+    gathers batch i + 1 while the device still computes batch i."""
     outputs = []
     for start in range(0, count, batch_size):
         index = torch.arange(start, min(start + batch_size, count))
         with autocast(precision, device):
-            outputs.append(forward(batches(index)).float().cpu())
-    return torch.cat(outputs)
+            outputs.append(forward(batches(index)).float())
+    return torch.cat(outputs).cpu()
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:

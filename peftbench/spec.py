@@ -54,6 +54,7 @@ class RunSpec:
     eval_every: int = 0  # best-test: evaluate the test split every k epochs (0: only after the last)
     settings_source: str = ""  # best-test: "paper" or "default", where the settings came from
     resize_filter: str = "bicubic"  # the recipe's PIL filter (a spec field so that changing it changes the key)
+    data_layout: str = ""  # the data's layout when not the suite's own ("tfds", "hf"): converted data is other data
 
     @property
     def key(self) -> str:
@@ -71,10 +72,12 @@ class RunSpec:
 
     def flat(self) -> dict[str, Any]:
         """The JSON form records store and the key hashes (`resize_filter` only when not bicubic, which
-        every recipe used before the field existed)."""
+        every recipe used before the field existed; `data_layout` only when not the suite's own)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _TYPED}
         if self.resize_filter == "bicubic":
             del fields["resize_filter"]
+        if not self.data_layout:
+            del fields["data_layout"]
         return {**fields, "settings": self.settings}
 
     @classmethod

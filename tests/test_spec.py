@@ -27,6 +27,12 @@ def test_key_is_stable_and_changes_with_any_field():
     assert SPEC.with_settings({"lr": 0.01}).key == SPEC.key
 
 
+def test_data_read_in_another_layout_is_another_run_and_the_suite_layout_keeps_old_keys():
+    tfds = dataclasses.replace(SPEC, data_layout="tfds")  # VTAB-1k from TFDS: not the JPEG release's pixels
+    assert tfds.key != SPEC.key and tfds.flat()["data_layout"] == "tfds" and "data_layout" not in SPEC.flat()
+    assert RunSpec.from_flat(tfds.flat()) == tfds and RunSpec.from_flat(SPEC.flat()).data_layout == ""
+
+
 def test_the_flat_form_is_the_fields_with_one_settings_object():
     flat = SPEC.flat()
     assert set(flat) == {

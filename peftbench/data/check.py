@@ -64,8 +64,8 @@ def check_suite(suite: Suite, data_root: Path, deep: bool, requested_format: str
 def check_tfds_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
     """A task of a TFDS tree: each split cut as task_adaptation defines it, its labels made and checked.
 
-    train800 / val200 / train800val200 must hold the suite's sizes; test is the whole split the
-    definition names, so its size is whatever the tree holds (no expectation)."""
+    Each split must hold the suite's size (test: the full split the definition names, e.g. CIFAR-100's
+    10,000); another size is a warning naming the split expression (a partial download, a small tree)."""
     report = TaskReport(task)
     definition = tfds.suite_tasks(suite.name)[task.name]
     images: list = []
@@ -78,7 +78,7 @@ def check_tfds_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> Ta
             continue
         report.folder = read.dataset.folder
         report.sizes[split] = len(read.labels)
-        expected = None if split == "test" else expected_size(task, split)
+        expected = expected_size(task, split)
         if expected is not None and expected != len(read.labels):
             report.warnings.append(
                 f"{read.dataset.folder}: {split} ({definition.splits[split]}) holds {len(read.labels)} examples, "

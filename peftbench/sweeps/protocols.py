@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from .. import backbone
+from ..data.loading import data_format
 from ..data.recipes import get_recipe
 from ..errors import PeftbenchError
 from ..methods import get_method
@@ -135,7 +136,14 @@ def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
         eval_every=request.eval_every if best_test else 0,
         settings_source=("paper" if published else "default") if best_test else "",
         resize_filter=get_recipe(recipe).filter,
+        data_layout=_data_layout(request),
     )
+
+
+def _data_layout(request) -> str:
+    """The layout the request's data is read in, when not the suite's own ("" then): part of the key."""
+    layout = data_format(request.suite, request.data_root, request.data_format)
+    return "" if layout == request.suite.layout else layout
 
 
 def _tune_units(request, cls: type, template: RunSpec) -> list[Unit]:

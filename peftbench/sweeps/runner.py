@@ -46,7 +46,7 @@ class SplitLoader:
 
     def __call__(self, spec: RunSpec) -> tuple[Split, Split] | str:
         """The splits, or the reason they cannot be loaded."""
-        key = (spec.task, spec.train_split, spec.eval_split, spec.recipe, spec.model)
+        key = (spec.task, spec.train_split, spec.eval_split, spec.recipe, spec.model, spec.data_layout)
         if key != self._key:
             self._key, self._value = key, None  # one pair in memory at a time
             task, recipe = self.request.suite.task(spec.task), get_recipe(spec.recipe)
@@ -61,7 +61,7 @@ class SplitLoader:
                         size,
                         recipe,
                         self.request.cache_dir,
-                        self.request.data_format,
+                        spec.data_layout or "vtab-lists",  # what the key says, not a new auto-detection
                     )
                     for split in (spec.train_split, spec.eval_split)
                 )

@@ -93,3 +93,17 @@ def test_training_batches_are_cropped_and_flipped_per_image(tmp_path: Path):
     first = maker(torch.arange(len(split)))
     second = maker(torch.arange(len(split)))
     assert first.shape == (len(split), 3, 32, 32) and not torch.equal(first, second)
+
+
+def test_staged_batches_equal_the_plain_gather_across_buffer_turns_and_growth(tmp_path: Path):
+    write_vtab_task(tmp_path, "cifar", sizes={"train800": 8, "val200": 4, "test": 40}, image_size=48)
+    split = load_split(VTAB, VTAB.task("cifar"), "test", tmp_path, 32, RECIPES["vtab-resize"], tmp_path / "c")
+    staged = BatchMaker(split, RECIPES["vtab-resize"], 32, CPU, train=False, staged=True)
+    plain = BatchMaker(split, RECIPES["vtab-resize"], 32, CPU, train=False)
+    assert staged.staging is not None and plain.staging is None  # CPU: plain unless asked
+    kept = []
+    for indices in (torch.arange(0, 8), torch.arange(8, 16), torch.tensor([39, 3, 3, 20]), torch.arange(10, 40)):
+        batch = staged.host_batch(indices)
+        assert torch.equal(batch, split.batch(indices)) and torch.equal(batch, plain.host_batch(indices))
+        kept.append((indices, batch))
+    assert torch.equal(kept[-2][1], split.batch(kept[-2][0]))  # the previous batch survives one more gather

@@ -211,7 +211,10 @@ def test_data_check_reads_a_19_task_tfds_tree(vtab_tfds_tree):
 
     reports = check_suite(get_suite("vtab"), vtab_tfds_tree, deep=False)
     sizes = {r.task.name: r.sizes for r in reports}
-    assert all(r.status == "ok" for r in reports), [(r.task.name, r.warnings, r.errors) for r in reports]
+    # the generated test splits are small: a warning naming the split, nothing else
+    assert all(r.status == "warn" and len(r.warnings) == 1 and ": test (" in r.warnings[0] for r in reports), [
+        (r.task.name, r.warnings, r.errors) for r in reports
+    ]
     assert sizes["cifar"] == {"train800": 800, "val200": 200, "train800val200": 1000, "test": 3}
     assert sizes["eurosat"]["test"] == 160 and sizes["smallnorb_azi"]["test"] == 100  # train[640:800], test[50%:]
 
@@ -231,3 +234,4 @@ def test_run_writes_one_record_per_task_from_a_tfds_tree(vtab_tfds_tree, tmp_pat
     assert {r.spec.task for r in records} == set(TASKS)
     source = records[0].data.fingerprints
     assert {s["layout"] for s in source.values()} == {"tfds"}
+    assert {r.spec.data_layout for r in records} == {"tfds"}  # in the key: never resumes a list-file run
