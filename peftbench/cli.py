@@ -47,10 +47,13 @@ TableFormat = Enum("TableFormat", {name: name for name in ("md", "json")}, type=
 Listing = Enum("Listing", {name: name for name in ("methods", "tasks", "suites", "recipes")}, type=str)
 Launcher = Enum("Launcher", {name: name for name in ("local", "slurm")}, type=str)
 Reference = Enum("Reference", {name: name for name in ("none", "paper")}, type=str)
-DataFormat = Enum("DataFormat", {name: name for name in ("auto", "vtab-lists", "tfds")}, type=str)
+DataFormat = Enum("DataFormat", {name: name for name in ("auto", "vtab-lists", "tfds", "hf")}, type=str)
 DATA_FORMAT_HELP = (
     "vtab-lists: the suite's list files (or FGVC JSON); tfds: VTAB-1k as TFDS tfrecords "
-    "(<data-root>/<dataset>/<version>/); auto: tfds when a <dataset>/<version>/dataset_info.json is there."
+    "(<data-root>/<dataset>/<version>/); hf: Hugging Face dataset files per task folder (parquet, e.g. "
+    "<task>/data/<split>-00000-of-00001.parquet, or a save_to_disk folder; needs peftbench[hf]); "
+    "auto: tfds when a <dataset>/<version>/dataset_info.json is there, hf when a task folder holds "
+    "parquet files or a dataset_dict.json."
 )
 
 DATA_ROOT_HELP = "Folder holding the suite's task folders (env: PEFTBENCH_DATA; default: ./data)."

@@ -27,6 +27,10 @@ class Task:
     aliases: tuple[str, ...] = ()
     image_dir: str = ""
     source: str = ""
+    # the noah-lists layout: split -> list file, and split -> image folder where it differs from image_dir
+    # (paths relative to the suite's data folder; peftbench/data/noah_lists.py)
+    lists: dict[str, str] = field(default_factory=dict)
+    image_dirs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ def _parse_suite(path: Path) -> Suite:
             aliases=tuple(t.get("aliases", ())),
             image_dir=t.get("image_dir", ""),
             source=t.get("source", ""),
+            lists=dict(t.get("lists", {})),
+            image_dirs=dict(t.get("image_dirs", {})),
         )
         for t in raw["tasks"]
     )

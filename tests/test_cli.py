@@ -152,7 +152,13 @@ def test_bad_data_gives_one_line_errors_with_paths(vtab_root: Path, tmp_path: Pa
     "extra, fragments",
     [
         (["-m", "lora9", "-s", "demo"], ["unknown method 'lora9'", "valid methods:", "full, linear"]),
-        (["-m", "linear", "-s", "vtab2"], ["unknown suite 'vtab2'", "valid suites: demo, fgvc, vtab1k (vtab)"]),
+        (
+            ["-m", "linear", "-s", "vtab2"],
+            [
+                "unknown suite 'vtab2'",
+                "valid suites: demo, domain_generalization (dg, domain-generalization), fewshot_fgvc (fewshot, few-shot), fgvc, vtab1k (vtab)",
+            ],
+        ),
         (
             ["-m", "linear", "-s", "vtab", "-t", "cifar10"],
             ["unknown task 'cifar10' in suite 'vtab1k'", "valid tasks: cifar, caltech101"],

@@ -28,7 +28,7 @@ def test_regular_install_ships_methods_tasks_and_weights(tmp_path: Path):
     shown = subprocess.run(
         [sys.executable, "-c", probe], check=True, cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    assert shown.stdout.strip() == "37 ['demo', 'fgvc', 'vtab1k'] True True"
+    assert shown.stdout.strip() == "37 ['demo', 'domain_generalization', 'fewshot_fgvc', 'fgvc', 'vtab1k'] True True"
     listed = subprocess.run(
         [target / "bin" / "peftbench", "list", "methods"], cwd=tmp_path, env=env, capture_output=True, text=True
     )

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task, get_suite
-from . import fgvc, tfds, vtab
+from . import cache, fgvc, hf, noah_lists, tfds, vtab
 from .images import decode_image
 from .loading import data_format, prepare_suite_data, task_dir
 
@@ -54,8 +54,13 @@ def expected_size(task: Task, split: str) -> int | None:
 
 def check_suite(suite: Suite, data_root: Path, deep: bool, requested_format: str = "auto") -> list[TaskReport]:
     """One report per task of `suite` under `data_root`, in suite order."""
-    if data_format(suite, data_root, requested_format) == "tfds":
+    layout = data_format(suite, data_root, requested_format)
+    if layout == "tfds":
         return [check_tfds_task(suite, task, data_root, deep) for task in suite.tasks]
+    if layout == "hf":
+        return [check_hf_task(suite, task, data_root, deep) for task in suite.tasks]
+    if suite.layout == "noah-lists":
+        return [check_noah_task(suite, task, data_root, deep) for task in suite.tasks]
     if suite.layout not in READERS:
         raise PeftbenchError(f"suite '{suite.name}' uses the '{suite.layout}' layout, which data check cannot read")
     return [check_task(suite, task, data_root, deep) for task in suite.tasks]
@@ -92,6 +97,48 @@ def check_tfds_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> Ta
     return report
 
 
+def check_hf_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
+    """A task folder of Hugging Face dataset files: each split's labels read (only the label column unless
+    `deep`) and checked against 0..C-1, its size compared; with `deep` every image decoded.
+
+    Splits: VTAB-1k's four (train800val200 the union of train800 and val200 when absent); FGVC's train,
+    val and test, and trainval when the folder has it."""
+    report = TaskReport(task)
+    try:
+        report.folder = task_dir(suite, task, data_root)
+        layout = hf.find_task(report.folder, suite.layout)
+    except PeftbenchError as exc:
+        report.errors.append(str(exc))
+        return report
+    splits = [
+        s for s in (vtab.SPLITS if suite.layout == "vtab1k" else fgvc.SPLITS) if s != "trainval" or s in layout.splits
+    ]
+    images: list = []
+    labels: list[int] = []
+    for split in splits:
+        try:
+            split_images, split_labels = hf.read_split(
+                layout, split, task.num_classes, cache.default_cache_dir() / "hf", images=deep
+            )
+        except PeftbenchError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.sizes[split] = len(split_labels)
+        expected = expected_size(task, split)
+        if expected is not None and expected != len(split_labels):
+            where = ", ".join(str(p.relative_to(layout.folder)) for p in layout.sources(split))
+            report.warnings.append(
+                f"{layout.folder}: {split} ({where}) holds {len(split_labels)} rows, expected {expected} for {task.name}"
+            )
+        if split not in hf.UNIONS or split in layout.splits:  # a union's rows are its parts' rows
+            images.extend(split_images)
+        labels.extend(split_labels)
+    _record_classes(report, labels)
+    if deep:
+        _decode_all(images, report)
+    return report
+
+
 def check_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
     """Find the task's folder, read its split files, compare sizes, and with `deep` decode every image."""
     report = TaskReport(task)
@@ -108,6 +155,32 @@ def check_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskRep
             report.warnings.append(f"{file}: {len(images)} entries, expected {expected} for {task.name}")
     if deep:
         _decode_all([image for images in files.values() for image in images], report)
+    return report
+
+
+def check_noah_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
+    """A task of NOAH's list files: each split's list read and its size compared; the folder shown is the
+    one holding the evaluated split's `annotations/` (the DG targets train on ImageNet's lists)."""
+    report = TaskReport(task)
+    images: list[Path] = []
+    labels: list[int] = []
+    for split in task.lists:
+        try:
+            split_images, split_labels, path = noah_lists.read_split(suite, task, split, data_root)
+        except PeftbenchError as exc:
+            report.errors.append(str(exc))
+            continue
+        report.sizes[split] = len(split_images)
+        expected = expected_size(task, split)
+        if expected is not None and expected != len(split_images):
+            report.warnings.append(f"{path}: {len(split_images)} entries, expected {expected} for {task.name}")
+        images.extend(split_images)
+        labels.extend(split_labels)
+    if suite.eval_split in task.lists:
+        report.folder = noah_lists.split_files(suite, task, suite.eval_split, data_root)[0].parent.parent
+    _record_classes(report, labels)
+    if deep:
+        _decode_all(images, report)
     return report
 
 

@@ -11,26 +11,42 @@ import torch
 
 from ..errors import PeftbenchError
 from ..suites import Suite, Task
-from . import cache, fgvc, tfds, vtab
+from . import cache, fgvc, hf, noah_lists, tfds, vtab
 from .cache import FixedSplit, RaggedSplit
 from .images import decode_for_recipe
 from .recipes import Recipe
 
 DECODER_VERSION = 1  # bump when decoding changes, so cached entries are rebuilt
-DATA_FORMATS = ("auto", "vtab-lists", "tfds")  # vtab-lists: the suite's own layout (list files, FGVC JSON)
+DATA_FORMATS = ("auto", "vtab-lists", "tfds", "hf")  # vtab-lists: the suite's own layout (list files, FGVC JSON)
+HF_LAYOUTS = ("vtab1k", "fgvc")  # suites whose task folders may hold Hugging Face dataset files (peftbench.data.hf)
 
 
 def data_format(suite: Suite, data_root: Path, requested: str = "auto") -> str:
-    """The layout to read: `tfds` or the suite's own (`requested`, or auto-detected: a
-    `<dataset>/<version>/dataset_info.json` under the suite's folder means a TFDS tree)."""
+    """The layout to read: `tfds`, `hf` or the suite's own (`requested`, or auto-detected: a
+    `<dataset>/<version>/dataset_info.json` under the suite's folder means a TFDS tree; a task folder
+    holding parquet files or a dataset_dict.json means Hugging Face dataset files)."""
     if requested not in DATA_FORMATS:
         raise PeftbenchError(f"unknown data format '{requested}'; expected one of {', '.join(DATA_FORMATS)}")
     if requested == "tfds" and suite.layout != "vtab1k":
         raise PeftbenchError(f"suite '{suite.name}' has no TFDS definitions; --data-format tfds is for VTAB-1k")
-    if requested == "auto":
+    if requested == "hf" and (suite.layout not in HF_LAYOUTS or suite.generator is not None):
+        raise PeftbenchError(f"suite '{suite.name}' has no Hugging Face layout; --data-format hf is for vtab, fgvc")
+    if requested == "auto":  # HF files first: a save_to_disk split's dataset_info.json looks like a TFDS version's
+        if suite.layout in HF_LAYOUTS and suite.generator is None and _hf_tree(suite, data_root):
+            return "hf"
         tree = suite.layout == "vtab1k" and suite.generator is None and tfds.is_tfds_tree(suite.data_dir(data_root))
         return "tfds" if tree else suite.layout
     return suite.layout if requested == "vtab-lists" else requested
+
+
+def _hf_tree(suite: Suite, data_root: Path) -> bool:
+    """Whether a task folder of the suite (the first of its name and aliases that exists) holds HF dataset files."""
+    base = suite.data_dir(data_root)
+    for task in suite.tasks:
+        folder = next((base / n for n in (task.name, *task.aliases) if (base / n).is_dir()), None)
+        if folder is not None and hf.is_hf_folder(folder):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,10 @@ def task_dir(suite: Suite, task: Task, data_root: Path) -> Path:
 
 
 def read_split(suite: Suite, task: Task, split: str, data_root: Path) -> tuple[list[Path], list[int], list[Path]]:
-    """Image paths, labels (0..C-1) and the list/JSON files they come from, for either layout."""
+    """Image paths, labels (0..C-1) and the list/JSON files they come from, for each layout."""
+    if suite.layout == "noah-lists":  # list files named per split in the task's TOML entry, no task folder
+        images, labels, path = noah_lists.read_split(suite, task, split, data_root)
+        return images, labels, [path]
     folder = task_dir(suite, task, data_root)
     if suite.layout == "fgvc":
         images, labels = fgvc.read_split(folder, task.image_dir, split, task.num_classes)
@@ -81,8 +100,11 @@ def load_split(
     requested_format: str = "auto",
 ) -> FixedSplit | RaggedSplit:
     """`split` of `task` from the decode-once cache, decoded (and fingerprinted) on first use."""
-    if data_format(suite, data_root, requested_format) == "tfds":
+    layout = data_format(suite, data_root, requested_format)
+    if layout == "tfds":
         return _load_tfds_split(suite, task, split, data_root, image_size, recipe, cache_dir)
+    if layout == "hf":
+        return _load_hf_split(suite, task, split, data_root, image_size, recipe, cache_dir)
     images, labels, sources = read_split(suite, task, split, data_root)
     key = cache.split_key(
         sources,
@@ -141,6 +163,42 @@ def _load_tfds_split(
     return cache.get_or_build(key, build, cache_dir, source=source)
 
 
+def _load_hf_split(
+    suite: Suite, task: Task, split: str, data_root: Path, image_size: int, recipe: Recipe, cache_dir: Path | None
+) -> FixedSplit | RaggedSplit:
+    """A split of Hugging Face dataset files: keyed on its files (names, sizes, sampled sha256), so a cache
+    hit lists the task folder and samples the files, never opens them with the datasets library."""
+    folder = hf.find_task(task_dir(suite, task, data_root), suite.layout)
+    digest = hf.digest(folder, split, cache.sampled_sha256)
+    key = {
+        "hf": digest,
+        "recipe": {
+            "split": split,
+            "folder": str(folder.folder.resolve()),
+            "input_size": image_size,
+            "decoder": DECODER_VERSION,
+            **recipe.decoding(),
+        },
+    }
+    hf_cache = Path(cache_dir or cache.default_cache_dir()) / "hf"
+
+    def build() -> tuple:
+        images, labels = hf.read_split(folder, split, task.num_classes, hf_cache)
+        return decode_for_recipe(images, recipe, image_size), np.asarray(labels, dtype=np.int64)
+
+    def source() -> dict:
+        return {
+            "layout": "hf",
+            "format": folder.kind,
+            "split": split,
+            "sha256": cache.canonical_sha256({"files": digest, "split": split}),
+            "files": digest,
+            "bytes": sum(d["bytes"] for d in digest),
+        }
+
+    return cache.get_or_build(key, build, cache_dir, source=source)
+
+
 def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None:
     """Generate missing demo tasks; check that a real suite's data root exists."""
     if suite.generator == "demo":
@@ -152,7 +210,8 @@ def prepare_suite_data(suite: Suite, tasks: list[Task], data_root: Path) -> None
                 write_demo_task(folder, task.name, task.splits)
         return
     if not data_root.is_dir():
-        hint = fgvc.LAYOUT_HINT if suite.layout == "fgvc" else vtab.LAYOUT_HINT
+        hints = {"fgvc": fgvc.LAYOUT_HINT, "noah-lists": noah_lists.LAYOUT_HINT}
+        hint = hints.get(suite.layout, vtab.LAYOUT_HINT)
         raise PeftbenchError(
             f"data root {data_root} does not exist; pass --data-root or set PEFTBENCH_DATA "
             f"(expected the {suite.layout} layout: {hint})"

@@ -69,6 +69,11 @@ RECIPES = {
     "rlrr-fgvc": Recipe(
         "rlrr-fgvc", resize="square", scale=256 / 224, crop=True, hflip=True, mean_std=HALF, filter="bilinear"
     ),
+    # NOAH's few-shot and domain-generalisation runs (lib/datasets.py build_transform, ZhangYuanhan-AI/NOAH@e9c55f3):
+    # test Resize((256, 256)) bicubic + CenterCrop(224), ImageNet mean/std, as here. Their training inputs go through
+    # timm's create_transform (RandAugment, random-resized crop, random erasing) and mixup / cutmix, which peftbench
+    # does not implement: training here is a random 224 crop of the same resize + flip.
+    "noah-fewshot": Recipe("noah-fewshot", resize="square", scale=256 / 224, crop=True, hflip=True, mean_std=IMAGENET),
 }
 
 

@@ -37,7 +37,7 @@ class RunRequest:
     eval_every: int = 1  # best-test: evaluate the test split every k epochs
     retry_failed: bool = False  # rerun units whose record says failed
     compile: bool = False  # torch.compile the training forward (how units run, not what they are)
-    data_format: str = "auto"  # auto | vtab-lists | tfds (peftbench.data.loading.data_format)
+    data_format: str = "auto"  # auto | vtab-lists | tfds | hf (peftbench.data.loading.data_format)
 
     @classmethod
     def from_options(
