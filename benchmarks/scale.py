@@ -1,4 +1,4 @@
-"""Scale rehearsal: VTAB-1k at its real size (19,000 training and 388,114 test images) on this machine.
+"""Scale rehearsal: VTAB-1k at its real size (19,000 training and 387,904 test images) on this machine.
 
 `python benchmarks/scale.py --root /tmp/vtab-scale > scale.md` generates (once) a VTAB-1k tree in the
 JPEG release's layout with every task's real split sizes and its dataset's native image size, then,
