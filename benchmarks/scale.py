@@ -10,7 +10,7 @@ task by task, in a fresh process each:
    (`BatchMaker` on the host): evaluation batches of 256 in order over the whole test split, training
    batches of 64 in a random order over train800val200; images/s and the peak RSS while gathering
    (file pages of the mapped cache count in RSS);
-3. deletes the entries unless `--keep-cache` (the whole cache at 224 px takes ~58 GB).
+3. deletes the entries unless `--keep-cache` (the whole cache takes ~27 GB: small images stay native).
 
 Native sizes: the TFDS datasets' fixed sizes (CIFAR, SVHN 32; EuroSAT, dSprites 64; Camelyon, smallNORB
 96; RESISC45 256; DMLab 360x480; CLEVR 320x480; KITTI 375x1242; retinopathy btgraham-300 300x300) and, for
