@@ -66,6 +66,27 @@ class TrainResult:
     test_curve: tuple[tuple[int, float], ...] = ()  # (epoch, top-1) every `eval_every` epochs; best-test only
     lr_per_epoch: tuple[float, ...] = ()  # the lr of the first training step of every epoch
     predictions: Any = None  # the final evaluation's predicted class per example (a CPU tensor)
+    evaluator: Any = None  # the trained model as an `Evaluator`, to score other splits without retraining
+
+
+@dataclass
+class Evaluator:
+    """A trained model's evaluation forward (merged where the method folds; the whole backbone and head
+    for a linear probe trained on cached features), to score further splits exactly as the test split."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    recipe: Recipe
+    input_size: int
+    device: torch.device
+    cfg: TrainConfig
+
+    def evaluate(self, split: Split) -> tuple[float, torch.Tensor, float]:
+        """(top-1, predicted class per example, seconds) on `split`."""
+        started = time.perf_counter()
+        batches = BatchMaker(split, self.recipe, self.input_size, self.device, train=False)
+        logits = predict(self.forward, batches, len(split), self.cfg.eval_batch_size, self.device, self.cfg.precision)
+        predicted = logits.argmax(dim=1)
+        return _top1_of(predicted, split), predicted, time.perf_counter() - started
 
 
 def resolve_device(name: str) -> torch.device:
@@ -333,6 +354,7 @@ def train_and_evaluate(
         forward = images_forward(merge(model).eval(), normalise)
     elif not cached:
         forward = images_forward(model, normalise)  # eager: a one-pass evaluation does not repay compiling
+    evaluator = Evaluator(forward if not cached else images_forward(model, normalise), recipe, size, device, cfg)
     started = time.perf_counter()
     predicted = predict(forward, test_batches, len(test), cfg.eval_batch_size, device, cfg.precision).argmax(dim=1)
     top1 = _top1_of(predicted, test)
@@ -355,6 +377,7 @@ def train_and_evaluate(
         test_curve=tuple(curve),
         lr_per_epoch=fitted.lr_per_epoch,
         predictions=predicted.cpu(),
+        evaluator=evaluator,
     )
 
 

@@ -78,6 +78,7 @@ class Execution:
     precision: str | None = None  # what `precision` resolved to on the device: fp32, bf16 or fp16 (+ GradScaler)
     head_init: str | None = None  # how the new head started: zero or trunc_normal
     backbone: str | None = None  # family, blocks, input size, prefix tokens, pooling (anatomy.describe)
+    trained_with: str | None = None  # the run whose trained model this one evaluated (same training, other test set)
 
 
 @dataclasses.dataclass(frozen=True)

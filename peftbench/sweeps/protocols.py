@@ -86,7 +86,8 @@ def seeds_from(seeds: list[int] | None, count: int | None) -> list[int]:
 
 
 def plan_units(request, weights_identity: str) -> list[Unit]:
-    """Every unit of `request` in task, method, (trials then finals | seed) order."""
+    """Every unit of `request` in task, method, (trials then finals | seed) order (runs sharing one
+    training next to each other)."""
     method_classes = [get_method(name) for name in request.methods]
     check_keys({**request.overrides, **(request.grid or {})}, method_classes)
     units: list[Unit] = []
@@ -98,7 +99,24 @@ def plan_units(request, weights_identity: str) -> list[Unit]:
                 units.extend(_tune_units(request, cls, template))
             else:
                 units.extend(Unit("run", dataclasses.replace(template, seed=seed)) for seed in request.seeds)
-    return units
+    return units if request.protocol == "tune" else _shared_trainings_together(units, request.suite)
+
+
+def _shared_trainings_together(units: list[Unit], suite) -> list[Unit]:
+    """The units that train the same model (the same spec but for the task, on tasks reading one training
+    list: domain generalisation's test sets) made consecutive, in first-seen order, so that a worker
+    trains it once and evaluates it on each (sweeps.runner.TrainedModels); any other order is kept."""
+
+    def training(unit: Unit) -> str:
+        spec = unit.spec
+        source = suite.task(spec.task).lists.get(spec.train_split) or spec.task
+        flat = {k: v for k, v in spec.flat().items() if k not in ("task", "eval_split")}
+        return json.dumps([flat, source], sort_keys=True, default=str)
+
+    first_seen: dict[str, int] = {}
+    for unit in units:
+        first_seen.setdefault(training(unit), len(first_seen))
+    return sorted(units, key=lambda unit: first_seen[training(unit)])
 
 
 def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:

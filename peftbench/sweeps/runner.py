@@ -7,6 +7,7 @@ with its reason, so the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import traceback
 from datetime import datetime, timezone
@@ -74,6 +75,36 @@ class SplitLoader:
         return self._value
 
 
+class TrainedModels:
+    """The worker's last trained model, kept so that a unit that would train exactly the same model (the
+    same spec but for its task and evaluated split, on the same training data) only evaluates it: domain
+    generalisation's five test sets share ImageNet's 16-shot training, as NOAH trains once and tests that
+    checkpoint on each (configs/*/domain-generalization/slurm_test_imagenet.sh). One model at a time."""
+
+    def __init__(self):
+        self._identity: str | None = None
+        self._trained: tuple | None = None
+
+    def get(self, identity: str | None) -> tuple | None:
+        return self._trained if identity is not None and identity == self._identity else None
+
+    def put(self, identity: str | None, trained: tuple) -> None:
+        self._identity, self._trained = (identity, trained) if identity is not None else (None, None)
+
+
+def training_identity(request, spec: RunSpec, train: Split) -> str | None:
+    """What fixes the trained model: the spec without its task and evaluated split, the training split's
+    cache key (its list file's digest and decoding) and what the request adds; None when a run's training
+    depends on its test set (best-test evaluates it while training) or the split has no key."""
+    key = getattr(train, "meta", {}).get("key")
+    if spec.eval_every or key is None:
+        return None
+    flat = {k: v for k, v in spec.flat().items() if k not in ("task", "eval_split")}
+    extra = {"classes": request.suite.task(spec.task).num_classes, "image_size": request.suite.image_size,
+             "compile": request.compile, "weights": str(request.weights)}  # fmt: skip
+    return json.dumps({"spec": flat, "train": key, **extra}, sort_keys=True, default=str)
+
+
 def run_spec(
     request,
     spec: RunSpec,
@@ -81,8 +112,10 @@ def run_spec(
     device: torch.device,
     listener: engine.Listener,
     split: str = "test",
+    trained: TrainedModels | None = None,
 ) -> Record:
-    """Train and evaluate `spec`; its record (status ok or failed), scored on `split` (test, or val for trials)."""
+    """Train and evaluate `spec`; its record (status ok or failed), scored on `split` (test, or val for trials).
+    With `trained`, a model this worker has just trained the same way is evaluated instead of retrained."""
     record = new_record(spec, device)
     started = time.perf_counter()
     try:
@@ -100,7 +133,16 @@ def run_spec(
                 {spec.train_split: train.meta.get("source"), spec.eval_split: evaluated.meta.get("source")},
             ),
         )
-        result, params, fused, adapted, anatomy_line = _train(request, spec, train, evaluated, device, listener)
+        identity = training_identity(request, spec, train) if trained is not None else None
+        reused = trained.get(identity) if trained is not None else None
+        if reused is None:
+            result, params, fused, adapted, anatomy_line = _train(request, spec, train, evaluated, device, listener)
+            if trained is not None:
+                trained.put(identity, (spec.label(), result, params, fused, adapted, anatomy_line))
+            trained_with = None
+        else:
+            trained_with, result, params, fused, adapted, anatomy_line = reused
+            result = _evaluated_again(result, evaluated)
     except (PeftbenchError, engine.NonFiniteLoss) as exc:
         return failed(record, str(exc), started)
     except torch.OutOfMemoryError as exc:
@@ -122,8 +164,8 @@ def run_spec(
         params=params,
         timing=Timing(
             time.perf_counter() - started,
-            result.train_seconds,
-            result.train_images_per_second,
+            None if trained_with else result.train_seconds,  # the training is the other record's
+            None if trained_with else result.train_images_per_second,
             result.eval_seconds,
             result.eval_images_per_second,
         ),
@@ -136,10 +178,20 @@ def run_spec(
             engine.precision_name(spec.train.precision, device),
             spec.train.head_init,
             anatomy_line,
+            trained_with,
         ),
         schedule=ScheduleTrace(spec.train.scheduler, spec.train.schedule, result.lr_per_epoch),
         adapted=adapted,
         predictions=_predictions(split, result.predictions, evaluated),
+    )
+
+
+def _evaluated_again(result: engine.TrainResult, evaluated: Split) -> engine.TrainResult:
+    """The trained model's result with its evaluation on `evaluated` instead of the split it was tested on."""
+    top1, predicted, seconds = result.evaluator.evaluate(evaluated)
+    rate = len(evaluated) / seconds if seconds > 0 else float("inf")
+    return dataclasses.replace(
+        result, top1=top1, predictions=predicted.cpu(), eval_seconds=seconds, eval_images_per_second=rate
     )
 
 

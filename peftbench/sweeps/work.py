@@ -20,7 +20,7 @@ from . import manifest, protocols
 from .plan import marker
 from .protocols import Unit
 from .request import RunRequest
-from .runner import SplitLoader, failed, new_record, run_spec
+from .runner import SplitLoader, TrainedModels, failed, new_record, run_spec
 
 POLL_SECONDS = 2.0
 
@@ -71,7 +71,7 @@ def work(
             listener.run_skipped(unit)
     pending = [u for u in units if u.key in todo]
     device = engine.resolve_device(request.device)
-    splits = SplitLoader(request)
+    splits, trained = SplitLoader(request), TrainedModels()
     while pending:
         ran_one, waiting = False, []
         for unit in list(pending):
@@ -89,7 +89,9 @@ def work(
             try:
                 listener.run_started(unit)
                 with manifest.heartbeat(claimed):
-                    record = _run_unit(request, unit, trial_records, splits, device, listener, session, worker)
+                    record = _run_unit(
+                        request, unit, trial_records, (splits, trained), device, listener, session, worker
+                    )
                 store.put(record)
             finally:
                 manifest.release(session, unit.key)
@@ -133,7 +135,7 @@ def _run_unit(
     request: RunRequest,
     unit: Unit,
     trial_records: list[Record],
-    splits: SplitLoader,
+    loaders: tuple[SplitLoader, TrainedModels],
     device,
     listener,
     session: manifest.Session,
@@ -145,7 +147,9 @@ def _run_unit(
             spec, selection = protocols.final_spec(unit, trial_records)
         except PeftbenchError as exc:
             return _as_unit(failed(new_record(spec, device), str(exc)), unit, session, worker)
-    record = run_spec(request, spec, splits(spec), device, listener, "val" if unit.kind == "trial" else "test")
+    splits, trained = loaders
+    split = "val" if unit.kind == "trial" else "test"
+    record = run_spec(request, spec, splits(spec), device, listener, split, trained)
     return _as_unit(dataclasses.replace(record, selection=selection), unit, session, worker)
 
 

@@ -106,6 +106,39 @@ def test_one_linear_run_writes_an_ok_record(tree, tmp_path: Path):
     assert record.status == "ok" and record.spec.task == RUN[suite.name] and record.spec.train_split == "train"
 
 
+def test_domain_generalisation_trains_once_and_tests_that_model_on_each_test_set(tmp_path: Path):
+    write_noah_tree(tmp_path / "data", DG)
+    tasks = ["imagenet", "imagenet_v2", "imagenet_a"]
+    common = ["--suite", "dg", "--data-root", str(tmp_path / "data"), "--model", "vit_micro_patch4_32"]
+    common += ["--no-pretrained", "--epochs", "2", "--device", "cpu"]
+    every_task = [a for t in tasks for a in ("--task", t)]
+    result = runner.invoke(
+        app, ["run", "-m", "linear", "-m", "bitfit", *every_task, *common, "--out", str(tmp_path / "shared")]
+    )
+    assert result.exit_code == 0, result.output
+    records = {(r.spec.method, r.spec.task): r for r in Store(tmp_path / "shared").records()}
+    assert len(records) == 6 and all(r.ok for r in records.values())
+    for method in ("linear", "bitfit"):
+        trainer = records[(method, "imagenet")]
+        assert trainer.execution.trained_with is None and trainer.timing.train_seconds > 0
+        for task in tasks[1:]:
+            reused = records[(method, task)]
+            assert reused.execution.trained_with == f"domain_generalization/imagenet {method} seed 42"
+            assert reused.timing.train_seconds is None and reused.metrics.final_train_loss == (
+                trainer.metrics.final_train_loss
+            )
+    # the checkpoint evaluated on ImageNet-A is the model a run of ImageNet-A alone trains
+    alone = runner.invoke(
+        app, ["run", "-m", "bitfit", "--task", "imagenet_a", *common, "--out", str(tmp_path / "alone")]
+    )
+    assert alone.exit_code == 0, alone.output
+    [own] = [r for r in Store(tmp_path / "alone").records() if r.spec.task == "imagenet_a"]
+    shared_store = Store(tmp_path / "shared")
+    predicted, _ = shared_store.predictions(records[("bitfit", "imagenet_a")])
+    assert own.execution.trained_with is None and own.metrics.top1 == records[("bitfit", "imagenet_a")].metrics.top1
+    assert np.array_equal(Store(tmp_path / "alone").predictions(own)[0], predicted)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
