@@ -136,6 +136,8 @@ def run_spec(
         identity = training_identity(request, spec, train) if trained is not None else None
         reused = trained.get(identity) if trained is not None else None
         if reused is None:
+            if trained is not None:
+                trained.put(None, ())  # the previous model leaves the device before this one trains
             result, params, fused, adapted, anatomy_line = _train(request, spec, train, evaluated, device, listener)
             if trained is not None:
                 trained.put(identity, (spec.label(), result, params, fused, adapted, anatomy_line))
