@@ -47,4 +47,14 @@ bench "RLRR, four runs packed" \
   --method rlrr --batch-size 32 --epochs 110 --eval-batch-size 512 --runs-per-gpu 4
 bench "torch.compile (--compile), one run" \
   --method lora --batch-size 64 --eval-batch-size 512 --compile
+{
+  echo "### Evaluation batches from the mapped cache to the device at 224 px (before: a fresh tensor per batch; after: Staging)"
+  echo
+  echo "\`python benchmarks/staging.py --device $device\`"
+  echo
+  echo "| device | split | measured | before (images/s) | after (images/s) | check |"
+  echo "|:--|:--|:--|--:|--:|:--|"
+  python "$repo/benchmarks/staging.py" --device "$device" ${QUICK:+--images 1024}
+  echo
+} | tee -a "$report"
 echo "figures written to $report"
