@@ -10,6 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.markup import escape
 from rich.table import Table
@@ -73,28 +74,13 @@ def check_tfds_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> Ta
     10,000); another size is a warning naming the split expression (a partial download, a small tree)."""
     report = TaskReport(task)
     definition = tfds.suite_tasks(suite.name)[task.name]
-    images: list = []
-    labels: list[int] = []
-    for split in vtab.SPLITS:
-        try:
-            read = tfds.read_task_split(definition, suite.data_dir(data_root), split)
-        except PeftbenchError as exc:
-            report.errors.append(str(exc))
-            continue
-        report.folder = read.dataset.folder
-        report.sizes[split] = len(read.labels)
-        expected = expected_size(task, split)
-        if expected is not None and expected != len(read.labels):
-            report.warnings.append(
-                f"{read.dataset.folder}: {split} ({definition.splits[split]}) holds {len(read.labels)} examples, "
-                f"expected {expected} for {task.name}"
-            )
-        images.extend(read.images)
-        labels.extend(read.labels)
-    _record_classes(report, labels)
-    if deep:
-        _decode_all(images, report)
-    return report
+
+    def read(split: str) -> SplitRead:
+        found = tfds.read_task_split(definition, suite.data_dir(data_root), split)
+        report.folder = found.dataset.folder
+        return found.images, found.labels, f"{found.dataset.folder}: {split} ({definition.splits[split]})", True
+
+    return _check_splits(report, vtab.SPLITS, read, deep)
 
 
 def check_hf_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
@@ -113,30 +99,14 @@ def check_hf_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> Task
     splits = [
         s for s in (vtab.SPLITS if suite.layout == "vtab1k" else fgvc.SPLITS) if s != "trainval" or s in layout.splits
     ]
-    images: list = []
-    labels: list[int] = []
-    for split in splits:
-        try:
-            split_images, split_labels = hf.read_split(
-                layout, split, task.num_classes, cache.default_cache_dir() / "hf", images=deep
-            )
-        except PeftbenchError as exc:
-            report.errors.append(str(exc))
-            continue
-        report.sizes[split] = len(split_labels)
-        expected = expected_size(task, split)
-        if expected is not None and expected != len(split_labels):
-            where = ", ".join(str(p.relative_to(layout.folder)) for p in layout.sources(split))
-            report.warnings.append(
-                f"{layout.folder}: {split} ({where}) holds {len(split_labels)} rows, expected {expected} for {task.name}"
-            )
-        if split not in hf.UNIONS or split in layout.splits:  # a union's rows are its parts' rows
-            images.extend(split_images)
-        labels.extend(split_labels)
-    _record_classes(report, labels)
-    if deep:
-        _decode_all(images, report)
-    return report
+
+    def read(split: str) -> SplitRead:
+        images, labels = hf.read_split(layout, split, task.num_classes, cache.default_cache_dir() / "hf", images=deep)
+        where = ", ".join(str(p.relative_to(layout.folder)) for p in layout.sources(split))
+        own = split not in hf.UNIONS or split in layout.splits  # a union's rows are its parts' rows
+        return images, labels, f"{layout.folder}: {split} ({where})", own
+
+    return _check_splits(report, splits, read, deep)
 
 
 def check_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> TaskReport:
@@ -162,22 +132,39 @@ def check_noah_task(suite: Suite, task: Task, data_root: Path, deep: bool) -> Ta
     """A task of NOAH's list files: each split's list read and its size compared; the folder shown is the
     one holding the evaluated split's `annotations/` (the DG targets train on ImageNet's lists)."""
     report = TaskReport(task)
-    images: list[Path] = []
+    if suite.eval_split in task.lists:
+        report.folder = noah_lists.split_files(suite, task, suite.eval_split, data_root)[0].parent.parent
+
+    def read(split: str) -> SplitRead:
+        images, labels, path = noah_lists.read_split(suite, task, split, data_root)
+        return images, labels, f"{path}: {split}", True
+
+    return _check_splits(report, list(task.lists), read, deep)
+
+
+SplitRead = tuple[list, list[int], str, bool]  # images, labels, where (for a warning), its images decoded with --deep
+
+
+def _check_splits(report: TaskReport, splits, read: Callable[[str], SplitRead], deep: bool) -> TaskReport:
+    """Each split read (an unreadable one is an error), its size compared with the suite's (a warning
+    naming where it lives), the labels' classes recorded, and with `deep` every image decoded."""
+    images: list = []
     labels: list[int] = []
-    for split in task.lists:
+    for split in splits:
         try:
-            split_images, split_labels, path = noah_lists.read_split(suite, task, split, data_root)
+            split_images, split_labels, where, own = read(split)
         except PeftbenchError as exc:
             report.errors.append(str(exc))
             continue
-        report.sizes[split] = len(split_images)
-        expected = expected_size(task, split)
-        if expected is not None and expected != len(split_images):
-            report.warnings.append(f"{path}: {len(split_images)} entries, expected {expected} for {task.name}")
-        images.extend(split_images)
+        report.sizes[split] = len(split_labels)
+        expected = expected_size(report.task, split)
+        if expected is not None and expected != len(split_labels):
+            report.warnings.append(
+                f"{where} holds {len(split_labels)} examples, expected {expected} for {report.task.name}"
+            )
+        if own:
+            images.extend(split_images)
         labels.extend(split_labels)
-    if suite.eval_split in task.lists:
-        report.folder = noah_lists.split_files(suite, task, suite.eval_split, data_root)[0].parent.parent
     _record_classes(report, labels)
     if deep:
         _decode_all(images, report)

@@ -168,7 +168,7 @@ def test_a_19_task_tree_passes_data_check_and_runs(vtab_hf_tree, tmp_path):
     assert check.exit_code == 0, check.output
     assert "19 task(s) ready" in check.output
     warnings = [line for line in check.output.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 19 and all(" test (" in w and "holds 3 rows" in w for w in warnings)  # only test is small
+    assert len(warnings) == 19 and all(" test (" in w and "holds 3 examples" in w for w in warnings)  # only test is small
     args = ["run", "--method", "linear", "--suite", "vtab", "--data-root", str(vtab_hf_tree), "--epochs", "1"]
     args += ["--model", "vit_micro_patch4_32", "--no-pretrained", "--out", str(tmp_path / "out")]
     args += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
@@ -190,5 +190,5 @@ def test_data_check_reports_sizes_and_a_bad_label_of_one_task(tmp_path):
     assert report.errors == [f"{root}/dtd/data/test-00000-of-00001.parquet row 1: label 99 outside 0..46 for this task"]
     assert (
         report.warnings[0]
-        == f"{root}/dtd: train800 (data/train800-00000-of-00001.parquet) holds 4 rows, expected 800 for dtd"
+        == f"{root}/dtd: train800 (data/train800-00000-of-00001.parquet) holds 4 examples, expected 800 for dtd"
     )
