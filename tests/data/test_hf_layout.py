@@ -177,6 +177,7 @@ def test_a_19_task_tree_passes_data_check_and_runs(vtab_hf_tree, tmp_path):
     records = list(Store(tmp_path / "out").records())
     assert len(records) == 19 and {r.status for r in records} == {"ok"}, result.output
     assert {s["layout"] for r in records for s in r.data.fingerprints.values()} == {"hf"}
+    assert {r.spec.data_layout for r in records} == {"hf"}  # auto-detected, and part of every key
 
 
 def test_data_check_reports_sizes_and_a_bad_label_of_one_task(tmp_path):
