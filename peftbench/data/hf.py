@@ -102,11 +102,13 @@ class HfTask:
 
 
 def is_hf_folder(folder: Path) -> bool:
-    """Whether a task folder holds a save_to_disk dataset or parquet files (at most two folders down)."""
+    """Whether a task folder holds a save_to_disk dataset or parquet files where the library's split
+    patterns put them (`*.parquet`, `<dir>/*.parquet`, `data/<split>/*.parquet`): never a scan of a JPEG
+    release's image folders, which hold up to 74k files each."""
     if (folder / DATASET_DICT).is_file():
         return True
     return any(
-        next(folder.glob(pattern), None) is not None for pattern in ("*.parquet", "*/*.parquet", "*/*/*.parquet")
+        next(folder.glob(pattern), None) is not None for pattern in ("*.parquet", "*/*.parquet", "data/*/*.parquet")
     )
 
 

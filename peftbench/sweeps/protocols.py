@@ -91,9 +91,10 @@ def plan_units(request, weights_identity: str) -> list[Unit]:
     method_classes = [get_method(name) for name in request.methods]
     check_keys({**request.overrides, **(request.grid or {})}, method_classes)
     units: list[Unit] = []
+    layout = _data_layout(request)  # once: auto-detection looks through the data root
     for task in request.tasks:
         for cls in method_classes:
-            template = _template(request, cls, task, weights_identity)
+            template = dataclasses.replace(_template(request, cls, task, weights_identity), data_layout=layout)
             cls(**template.options)  # the method's own checks (rank >= 1, ...), before anything runs
             if request.protocol == "tune":
                 units.extend(_tune_units(request, cls, template))
@@ -154,7 +155,6 @@ def _template(request, cls: type, task: Task, weights_identity: str) -> RunSpec:
         eval_every=request.eval_every if best_test else 0,
         settings_source=("paper" if published else "default") if best_test else "",
         resize_filter=get_recipe(recipe).filter,
-        data_layout=_data_layout(request),
     )
 
 

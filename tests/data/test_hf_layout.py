@@ -168,7 +168,9 @@ def test_a_19_task_tree_passes_data_check_and_runs(vtab_hf_tree, tmp_path):
     assert check.exit_code == 0, check.output
     assert "19 task(s) ready" in check.output
     warnings = [line for line in check.output.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 19 and all(" test (" in w and "holds 3 examples" in w for w in warnings)  # only test is small
+    assert len(warnings) == 19 and all(
+        " test (" in w and "holds 3 examples" in w for w in warnings
+    )  # only test is small
     args = ["run", "--method", "linear", "--suite", "vtab", "--data-root", str(vtab_hf_tree), "--epochs", "1"]
     args += ["--model", "vit_micro_patch4_32", "--no-pretrained", "--out", str(tmp_path / "out")]
     args += ["--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
