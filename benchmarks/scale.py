@@ -19,6 +19,12 @@ SUN397 375x500). Contents are smooth random fields saved as JPEG (PNG where TFDS
 modelled: decoding cost is of the same order). `--tasks cifar dtd` limits the run; `--fraction 0.1`
 shrinks every split for a quick try (the figures then are not the rehearsal's); `--generate-only` writes
 the tree and stops.
+
+`--layout tfds` rehearses the TensorFlow Datasets tree instead (`<root>/<dataset>/<version>/`): every
+TFDS split the definitions read (tasks/tfds/vtab1k.toml) at its real size (`TFDS_SIZES`, e.g. dSprites'
+whole 737,280-example train split, of which VTAB-1k's test is a slice), records framed with their CRCs,
+a few encoded images per dataset reused across records, and the features each label rule reads; the
+tree is written by the tests' TFDS writer (tests/tfds_writer.py), streamed shard by shard.
 """
 
 from __future__ import annotations
@@ -51,6 +57,85 @@ NATIVE = {  # task -> (height, width)
     "dsprites_ori": (64, 64), "smallnorb_azi": (96, 96), "smallnorb_ele": (96, 96),
 }  # fmt: skip
 SIZE, RECIPE, EVAL_BATCH, TRAIN_BATCH = 224, "vtab-resize", 256, 64
+TFDS_SIZES = {  # dataset -> TFDS split sizes of the real trees (tasks/tfds/vtab1k.toml's comments, TFDS's catalogue)
+    "cifar100": {"train": 50000, "test": 10000}, "caltech101": {"train": 3060, "test": 6084},
+    "dtd": {"train": 1880, "validation": 1880, "test": 1880},
+    "oxford_flowers102": {"train": 1020, "validation": 1020, "test": 6149},
+    "oxford_iiit_pet": {"train": 3680, "test": 3669}, "svhn_cropped": {"train": 73257, "test": 26032},
+    "sun397/tfds": {"train": 76128, "validation": 10875, "test": 21750},
+    "patch_camelyon": {"train": 262144, "validation": 32768, "test": 32768}, "eurosat/rgb": {"train": 27000},
+    "resisc45": {"train": 31500},
+    "diabetic_retinopathy_detection/btgraham-300": {"train": 35126, "validation": 10906, "test": 42670},
+    "clevr": {"train": 70000, "validation": 15000}, "dmlab": {"train": 65550, "validation": 22628, "test": 22735},
+    "kitti": {"train": 6347, "validation": 423, "test": 711}, "dsprites": {"train": 737280},
+    "smallnorb": {"train": 24300, "test": 24300},
+}  # fmt: skip
+RECORDS_PER_SHARD = 8192
+
+
+def _encoded(height: int, width: int, seed: int, kind: str) -> bytes:
+    """A smooth random image as the TFDS dataset stores it: JPEG, grey PNG (smallNORB) or a 0/1 PNG mask (dSprites)."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    field = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(field).resize((width, height), Image.BILINEAR)
+    buffer = io.BytesIO()
+    if kind == "mask":
+        Image.fromarray((np.asarray(image.convert("L")) > 127).astype(np.uint8)).save(buffer, format="PNG")
+    elif kind == "grey":
+        image.convert("L").save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def generate_tfds_tree(root: Path, fraction: float, tasks: set[str]) -> float:
+    """Every TFDS split the definitions of `tasks` read, at its real size (a dataset already written is
+    skipped); seconds taken. A fraction below 1 leaves too few examples for the slices of most tasks."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import json
+
+    from tfds_writer import VERSIONS, encode_example, frame, label_features
+
+    from peftbench.data import tfds
+
+    started = time.perf_counter()
+    by_dataset: dict[str, list] = {}
+    for definition in tfds.suite_tasks().values():
+        by_dataset.setdefault(definition.dataset, []).append(definition)
+    by_dataset = {d: ds for d, ds in by_dataset.items() if any(t.name in tasks for t in ds)}
+    for dataset, definitions in by_dataset.items():
+        name = dataset.split("/")[0]
+        folder = root / dataset / VERSIONS.get(name, definitions[0].version.replace("*", "0"))
+        if (folder / tfds.INFO).is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = NATIVE[definitions[0].name]
+        kind = "mask" if name == "dsprites" else "grey" if name == "smallnorb" else "rgb"
+        pool = [_encoded(height, width, seed, kind) for seed in range(32)]
+        entries = []
+        for split, size in TFDS_SIZES[dataset].items():
+            size = max(1, round(size * fraction))
+            shards = -(-size // RECORDS_PER_SHARD)
+            lengths, total = [], 0
+            for shard in range(shards):
+                path = folder / f"{name}-{split}.tfrecord-{shard:05d}-of-{shards:05d}"
+                indices = range(shard * RECORDS_PER_SHARD, min(size, (shard + 1) * RECORDS_PER_SHARD))
+                with open(path, "wb") as handle:
+                    for i in indices:
+                        features = {"image": [pool[i % len(pool)]]}
+                        for definition in definitions:
+                            features.update(label_features(definition, (i * 7 + 3) % definition.num_classes))
+                        handle.write(frame(encode_example(features)))
+                lengths.append(str(len(indices)))
+                total += path.stat().st_size
+            entries.append({"name": split, "numBytes": str(total), "shardLengths": lengths})
+        info = {"name": name, "version": folder.name, "fileFormat": "tfrecord", "splits": entries}
+        (folder / tfds.INFO).write_text(json.dumps(info, indent=2))
+        (folder / "features.json").write_text("{}")
+        print(f"{dataset}: written", file=sys.stderr, flush=True)
+    return time.perf_counter() - started
 
 
 def _write_image(job: tuple[str, int, int, int]) -> None:
@@ -93,7 +178,7 @@ def _host_rate(maker: BatchMaker, order: torch.Tensor, batch: int) -> float:
     return len(order) / (time.perf_counter() - started)
 
 
-def measure_task(name: str, root: str, cache_dir: str) -> dict:
+def measure_task(name: str, root: str, cache_dir: str, layout: str = "vtab-lists") -> dict:
     """Run in a fresh process: build, reopen, gather; the figures of one task."""
     torch.set_num_threads(1)
     suite, recipe, device = get_suite("vtab1k"), get_recipe(RECIPE), torch.device("cpu")
@@ -101,15 +186,15 @@ def measure_task(name: str, root: str, cache_dir: str) -> dict:
     out = {"task": name}
     for split in ("train800val200", "test"):
         started = time.perf_counter()
-        built = load_split(suite, task, split, Path(root), SIZE, recipe, Path(cache_dir))
+        built = load_split(suite, task, split, Path(root), SIZE, recipe, Path(cache_dir), layout)
         seconds = time.perf_counter() - started
         out[f"{split}_images"], out[f"{split}_build_s"] = len(built), seconds
     out["build_rss_mb"] = _peak_rss_mb()
     entries = list((Path(cache_dir) / "splits").iterdir())
     out["disk_gb"] = sum(f.stat().st_size for e in entries for f in e.iterdir()) / 1e9
     started = time.perf_counter()
-    test = load_split(suite, task, "test", Path(root), SIZE, recipe, Path(cache_dir))
-    train = load_split(suite, task, "train800val200", Path(root), SIZE, recipe, Path(cache_dir))
+    test = load_split(suite, task, "test", Path(root), SIZE, recipe, Path(cache_dir), layout)
+    train = load_split(suite, task, "train800val200", Path(root), SIZE, recipe, Path(cache_dir), layout)
     out["open_s"] = time.perf_counter() - started
     in_order = torch.arange(len(test))
     shuffled = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
@@ -123,9 +208,9 @@ def measure_task(name: str, root: str, cache_dir: str) -> dict:
     return out
 
 
-def _in_child(name: str, root: Path, cache_dir: Path) -> dict:
+def _in_child(name: str, root: Path, cache_dir: Path, layout: str) -> dict:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure_task, (name, str(root), str(cache_dir)))
+        return pool.apply(measure_task, (name, str(root), str(cache_dir), layout))
 
 
 def main() -> None:
@@ -136,21 +221,25 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--keep-cache", action="store_true")
     parser.add_argument("--generate-only", action="store_true", help="write the tree and stop")
+    parser.add_argument("--layout", choices=("vtab-lists", "tfds"), default="vtab-lists")
     args = parser.parse_args()
     suite = get_suite("vtab1k")
     tasks = [t for t in suite.tasks if not args.tasks or t.name in args.tasks]
     data = args.root / suite.subdir if suite.subdir else args.root
     cache_root = args.cache or args.root.parent / "scale-cache"
     rows = []
+    if args.layout == "tfds":
+        seconds = generate_tfds_tree(data, args.fraction, {t.name for t in tasks})
+        print(f"TFDS tree written in {seconds:.0f} s", file=sys.stderr, flush=True)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         for task in tasks:
-            generated = generate_task(data / task.name, task, args.fraction, pool)
+            generated = 0.0 if args.layout == "tfds" else generate_task(data / task.name, task, args.fraction, pool)
             if args.generate_only:
                 print(f"{task.name}: generated in {generated:.0f} s", file=sys.stderr, flush=True)
                 continue
             cache_dir = cache_root / task.name
             shutil.rmtree(cache_dir, ignore_errors=True)
-            row = {**_in_child(task.name, args.root, cache_dir), "generate_s": generated}
+            row = {**_in_child(task.name, args.root, cache_dir, args.layout), "generate_s": generated}
             if not args.keep_cache:
                 shutil.rmtree(cache_dir, ignore_errors=True)
             rows.append(row)
@@ -165,7 +254,7 @@ def render(rows: list[dict], args) -> str:
                             cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
     lines = [
         f"Machine: {cpu}, {multiprocessing.cpu_count()} cores; python {platform.python_version()}, torch "
-        f"{torch.__version__}; git {commit}; fraction {args.fraction:g} of the real split sizes; cache at {SIZE} px "
+        f"{torch.__version__}; git {commit}; layout {args.layout}; fraction {args.fraction:g} of the real split sizes; cache at {SIZE} px "
         f"({RECIPE}); one thread per measuring process.",
         "",
         "| task | native (h x w) | train + test images | cache build (images/s) | build (min) | cache on disk (GB) | "
