@@ -187,7 +187,12 @@ def their_defaults(source: Path) -> argparse.Namespace:
 
 def script_flags(source: Path, kind: str) -> dict[str, float]:
     name = {"adapter": "Adapter/VTAB/slurm_train_adapter_vtab.sh", "lora": "LoRA/VTAB/slurm_train_lora_vtab.sh"}[kind]
-    text = (source / "configs" / name).read_text()
+    return flags_of(source / "configs" / name)
+
+
+def flags_of(script: Path) -> dict[str, float]:
+    """The lr, weight decay, batch size and epochs a NOAH training script passes."""
+    text = script.read_text()
     lr = re.search(r"for LR in ([\d.e-]+)", text).group(1)
     wd = re.search(r"WEIGHT_DECAY=([\d.e-]+)", text).group(1)
     return {"lr": float(lr), "weight_decay": float(wd), "batch_size": int(re.search(r"--batch-size=(\d+)", text).group(1)),
