@@ -80,6 +80,11 @@ class RunSpec:
             del fields["data_layout"]
         return {**fields, "settings": self.settings}
 
+    def flat_without_task(self) -> dict[str, Any]:
+        """The flat form without the task and its evaluated split: equal for runs that train the same
+        model when their tasks share one training split (domain generalisation's test sets)."""
+        return {k: v for k, v in self.flat().items() if k not in ("task", "eval_split")}
+
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunSpec:
         """The spec of a flat form, of any record peftbench has written."""

@@ -4,12 +4,14 @@ and plots, and the records."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..record import Record
 from ..suites import get_suite
 from .faithfulness import FaithfulnessRow
 from .html_parts import slug
 from .leaderboard import Leaderboard
+from .render import formatted
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class Board:
     intervals: dict[tuple[str, str], Interval | None] = field(default_factory=dict)  # (row, task)
     plots: dict[str, str] = field(default_factory=dict)  # caption -> path under the site
     plot_notes: list[str] = field(default_factory=list)  # why a plot is absent
+
+    @cached_property
+    def shown(self):
+        """The leaderboard as display strings (`render.formatted`), computed once for every page."""
+        return formatted(self.leaderboard)
 
     @property
     def slug(self) -> str:

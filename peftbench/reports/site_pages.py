@@ -10,7 +10,7 @@ from ..suites import get_suite
 from .faithfulness import FaithfulnessRow
 from .html_parts import Cell, bullet_list, code_spans, esc, facts, page, slug, table
 from .leaderboard import MISSING
-from .render import EFFICIENCY_TITLE, best_cells, column_groups, efficiency_strings, formatted
+from .render import EFFICIENCY_TITLE, best_cells, column_groups, efficiency_strings
 from .site_data import Board, SiteData
 
 CELL_HEADERS = ["Top-1 (%)", "Seeds", "95 % interval", "Test examples", "Trainable incl. head", "Trainable excl. head"]
@@ -31,7 +31,7 @@ def _number(value: float) -> str:
 def _cell_results(site: SiteData, board: Board, label: str, task: str) -> list[Cell]:
     """Top-1 (± std over seeds), seeds, interval, examples and trainable counts of one leaderboard cell."""
     keys = board.leaderboard.cell_keys.get((label, task), ())
-    shown = formatted(board.leaderboard).at[label, task]
+    shown = board.shown.at[label, task]
     value = board.leaderboard.table.at[label, task]
     interval = board.intervals.get((label, task))
     span = f"[{interval.low:.1f}, {interval.high:.1f}]" if interval else MISSING
@@ -50,7 +50,7 @@ def _cell_results(site: SiteData, board: Board, label: str, task: str) -> list[C
 
 def _leaderboard_table(board: Board) -> str:
     lb = board.leaderboard
-    shown, best = formatted(lb).drop(columns=["Protocol"]), best_cells(lb)
+    shown, best = board.shown.drop(columns=["Protocol"]), best_cells(lb)
     columns = list(shown.columns)
     rows = []
     for label in shown.index:
@@ -171,7 +171,7 @@ def method_page(site: SiteData, name: str) -> str:
                  *_cell_results(site, board, label, t)]
                 for t in tasks
             ]  # fmt: skip
-            means = formatted(board.leaderboard).loc[label]
+            means = board.shown.loc[label]
             summary = [f"{column}: {means[column]}" for column in means.index if column.startswith(("Mean", "Params"))]
             parts.append(
                 f'<h3><a href="../index.html#{esc(board.slug)}">{esc(board.title)}</a>: {esc(label)}</h3>\n'

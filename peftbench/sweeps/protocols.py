@@ -111,8 +111,7 @@ def _shared_trainings_together(units: list[Unit], suite) -> list[Unit]:
     def training(unit: Unit) -> str:
         spec = unit.spec
         source = suite.task(spec.task).lists.get(spec.train_split) or spec.task
-        flat = {k: v for k, v in spec.flat().items() if k not in ("task", "eval_split")}
-        return json.dumps([flat, source], sort_keys=True, default=str)
+        return json.dumps([spec.flat_without_task(), source], sort_keys=True, default=str)
 
     first_seen: dict[str, int] = {}
     for unit in units:

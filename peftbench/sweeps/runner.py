@@ -99,10 +99,9 @@ def training_identity(request, spec: RunSpec, train: Split) -> str | None:
     key = getattr(train, "meta", {}).get("key")
     if spec.eval_every or key is None:
         return None
-    flat = {k: v for k, v in spec.flat().items() if k not in ("task", "eval_split")}
     extra = {"classes": request.suite.task(spec.task).num_classes, "image_size": request.suite.image_size,
              "compile": request.compile, "weights": str(request.weights)}  # fmt: skip
-    return json.dumps({"spec": flat, "train": key, **extra}, sort_keys=True, default=str)
+    return json.dumps({"spec": spec.flat_without_task(), "train": key, **extra}, sort_keys=True, default=str)
 
 
 def run_spec(
