@@ -4,6 +4,7 @@ checkpoints load by key mapping; inputs are sized from the suite, position embed
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from typer.testing import CliRunner
 from peftbench import backbone, listing
 from peftbench.cli import app
 from peftbench.errors import PeftbenchError
+from peftbench.reports import published
 from peftbench.store import Store
+from peftbench.suites import get_suite
 
 # the backbones of the issue's table: every one prints a count or a reason for each method
 ISSUE_MODELS = (
@@ -69,6 +72,27 @@ def test_counts_on_swin_b_vit_l_and_convnext_b_equal_the_released_code(method: s
     assert counted["without_head"] == RELEASED_COUNTS[method, model]
     width = 768 if "clip" in model else 1024
     assert counted["with_head"]["cifar"] == RELEASED_COUNTS[method, model] + width * 100 + 100
+
+
+def _printed_digits(value: float) -> int:
+    return len(repr(value).partition(".")[2].rstrip("0"))
+
+
+def test_counts_on_swin_b_equal_what_facts_table_prints():
+    """FacT Table 2 prints Swin-B counts without the head; ours round to them. BitFit's 0.201 M holds the
+    relative position bias tables, which VPT's `'bias' in name` rule trains (methods/bitfit.py)."""
+    model = "swin_base_patch4_window7_224.ms_in22k"
+    printed = {r.method: r.params_as_printed for r in published.published_rows(get_suite("vtab1k"))
+               if published.BACKBONES[r.backbone] == model and not math.isnan(r.params_as_printed)}  # fmt: skip
+    shown = params_json(model, tuple(printed))
+    assert set(shown["refused"]) == {"vpt_shallow", "vpt_deep", "fact_tt"}  # VPT's and FacT's Swin code is not built
+    assert set(shown["methods"]) == {"full", "linear", "bitfit"}
+    for method, count in shown["methods"].items():
+        assert round(count["without_head"] / 1e6, _printed_digits(printed[method])) == printed[method], method
+    assert shown["methods"]["bitfit"]["without_head"] == 137_216 + 63_544  # biases + 24 blocks' 169 x heads tables
+    args = ["params", "--suite", "vtab", "--model", model, "-m", "bitfit", "--set", "position_bias_tables=false"]
+    biases_only = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
+    assert biases_only["methods"]["bitfit"]["without_head"] == 137_216
 
 
 def test_deit_distilled_counts_both_heads():

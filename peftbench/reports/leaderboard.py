@@ -40,7 +40,7 @@ class Leaderboard:
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # std over seeds, same labels; NaN with one seed
     efficiency: pd.DataFrame = field(default_factory=pd.DataFrame)  # per row: time, throughput, memory, device
     provenance: list[str] = field(default_factory=list)  # what regenerates the table
-    row_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> method, model, protocol of our rows
+    row_runs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> method, model, family, protocol
     marks: dict[tuple[str, str], str] = field(default_factory=dict)  # (row, column) -> ▲ / ▼ (report --significance)
     cell_keys: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (row, task) -> its records' keys
 
@@ -64,6 +64,7 @@ def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
                 "task": spec.task,
                 "method": method_label(record),
                 "model": spec.model,
+                "family": backbone_family(record),
                 "weights": spec.weights,
                 "protocol": spec.protocol,
                 "seed": spec.seed,
@@ -77,6 +78,12 @@ def runs_frame(records: Iterable[Record]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def backbone_family(record: Record) -> str:
+    """The backbone's family (vit, swin, convnext, eva) as the record's anatomy line names it; records older
+    than that line are ViTs, the only family peftbench built then."""
+    return (record.execution.backbone or "vit").split(",")[0]
 
 
 def method_label(record: Record) -> str:
@@ -172,6 +179,7 @@ def build_leaderboard(runs: pd.DataFrame, suite: Suite) -> Leaderboard:
             "method": method,
             "method_name": runs_of_row["method_name"].iloc[0],
             "model": runs_of_row["model"].iloc[0],
+            "family": runs_of_row["family"].iloc[0],
             "protocol": protocol,
         }
         for task, keys in runs_of_row.groupby("task")["key"]:

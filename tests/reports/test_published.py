@@ -5,19 +5,23 @@ import dataclasses
 import itertools
 import math
 
+import pandas as pd
 import pytest
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods import all_methods
-from peftbench.reports.leaderboard import FLAT_MEAN, GROUP_MEAN, group_column
+from peftbench.reports.leaderboard import FLAT_MEAN, GROUP_MEAN, Leaderboard, group_column
 from peftbench.reports.published import (
+    BACKBONE_FAMILIES,
     BACKBONES,
     PublishedRow,
     deltas,
     means,
+    paired_method,
     pairing,
     published_rows,
     recomputed_means,
+    with_published,
 )
 from peftbench.spec import PROTOCOLS
 from peftbench.suites import get_suite
@@ -60,6 +64,7 @@ def _row(suite, method: str, backbone: str = "vit_b16_in21k") -> PublishedRow:
                 "adapter_pfeiffer",
                 "ln_tune",
                 "difffit",
+                "bitfit",  # Swin-B only
             },
         ),
         (FGVC, {"full", "linear", "adapter", "vpt_deep", "lora", "ssf", "rlrr"}),
@@ -69,9 +74,52 @@ def test_rows_load_with_every_task(suite, methods):
     rows = published_rows(suite)
     assert {r.method for r in rows} == methods
     for row in rows:
-        assert list(row.values) == [t.name for t in suite.tasks]
-        assert all(0 < v <= 100 for v in row.values.values())
+        if BACKBONE_FAMILIES[row.backbone] == "vit":
+            assert list(row.values) == [t.name for t in suite.tasks] and not row.group_means_as_printed
+        else:  # the Swin-B and ConvNeXt-B sources print group means only
+            assert row.values == {} and list(row.group_means_as_printed) == list(suite.groups)
+        assert all(0 < v <= 100 for v in [*row.values.values(), *row.group_means_as_printed.values()])
         assert row.backbone in BACKBONES and row.protocol in {"tune", "best-test", "unknown"}
+
+
+# FacT Table 2 (Swin-B) and Convpass Table 3 (Swin-B, ConvNeXt-B): the printed Avg., a mean of group means
+PRINTED_AVERAGES = {
+    ("full", "swin_b_in22k"): 75.0,
+    ("linear", "swin_b_in22k"): 62.6,
+    ("bitfit", "swin_b_in22k"): 65.6,
+    ("vpt_shallow", "swin_b_in22k"): 66.7,
+    ("vpt_deep", "swin_b_in22k"): 71.6,
+    ("fact_tt", "swin_b_in22k"): 77.4,
+    ("convpass", "swin_b_in22k"): 78.1,
+    ("full", "convnext_b_in22k"): 74.0,
+    ("linear", "convnext_b_in22k"): 63.6,
+}
+
+
+def test_rows_without_cells_keep_their_printed_group_means():
+    rows = {(r.method, r.backbone): r for r in published_rows(VTAB) if not r.values}
+    assert set(rows) == set(PRINTED_AVERAGES)
+    for key, printed in PRINTED_AVERAGES.items():
+        m = recomputed_means(rows[key], VTAB)
+        assert round(m[GROUP_MEAN], 1) == printed, key
+        groups = [m[group_column(g)] for g in VTAB.groups]
+        assert m[FLAT_MEAN] == pytest.approx((7 * groups[0] + 4 * groups[1] + 8 * groups[2]) / 19)  # 7, 4, 8 tasks
+        assert rows[key].protocol == "unknown"  # neither paper says where its baselines come from or releases Swin code
+    assert round(recomputed_means(rows["full", "swin_b_in22k"], VTAB)[FLAT_MEAN], 3) == 72.463  # 1376.8 / 19
+    bitfit = rows["bitfit", "swin_b_in22k"]
+    assert [recomputed_means(bitfit, VTAB)[group_column(g)] for g in VTAB.groups] == [74.2, 80.1, 42.4]
+    assert bitfit.params_as_printed == 0.201  # head excluded ("# of trainable parameters in backbones")
+
+
+def test_a_row_with_some_cells_missing_is_an_error():
+    rlrr = _row(VTAB, "rlrr")
+    partial = dataclasses.replace(rlrr, values={k: v for k, v in rlrr.values.items() if k != "dmlab"})
+    with pytest.raises(PeftbenchError, match="row 'rlrr' lacks tasks dmlab"):
+        recomputed_means(partial, VTAB)
+    swin = _row(VTAB, "full", "swin_b_in22k")
+    two_groups = dataclasses.replace(swin, group_means_as_printed={"natural": 79.2, "specialized": 86.2})
+    with pytest.raises(PeftbenchError, match="row 'full' lacks group means structured_mean"):
+        recomputed_means(two_groups, VTAB)
 
 
 def test_cells_and_params_as_printed():
@@ -87,6 +135,29 @@ def test_cells_and_params_as_printed():
     assert _row(FGVC, "lora").protocol == "unknown"
     with pytest.raises(dataclasses.FrozenInstanceError):
         rlrr.method = "x"
+
+
+# FacT Figure 6's and Convpass Figure 5's Average panels, read from the vector figures: 1/2/4/8/16 shots
+FEWSHOT_1_AND_16_SHOTS = {"noah": (39.816, 76.478), "lora": (39.75, 75.234), "adapter": (39.764, 73.08),
+                          "adaptformer": (40.12, 75.033), "vpt_deep": (26.076, 71.948), "fact_tt": (43.827, 77.683),
+                          "convpass": (42.904, 78.487)}  # fmt: skip
+
+
+def test_fewshot_rows_are_the_figures_average_curves_as_group_means():
+    fewshot = get_suite("fewshot_fgvc")
+    rows = {r.method: r for r in published_rows(fewshot)}
+    assert set(rows) == set(FEWSHOT_1_AND_16_SHOTS)
+    for method, (one, sixteen) in FEWSHOT_1_AND_16_SHOTS.items():
+        row = rows[method]
+        assert row.values == {} and list(row.group_means_as_printed) == list(fewshot.groups)
+        m = recomputed_means(row, fewshot)
+        assert (m[group_column("1-shot")], m[group_column("16-shot")]) == (one, sixteen)
+        assert m[FLAT_MEAN] == pytest.approx(m[GROUP_MEAN])  # 15 tasks at every shot count
+        assert row.backbone == "vit_b16_in21k" and row.protocol == "unknown"
+    assert rows["lora"].params_as_printed == 0.295 and math.isnan(rows["convpass"].params_as_printed)
+    # NOAH's few-shot Adapter row is NOAH's Adapter-8, ours (on VTAB-1k the Adapter row is VPT's adapter)
+    assert paired_method(rows["adapter"]) == "adapter" and paired_method(_row(VTAB, "adapter")) is None
+    assert paired_method(rows["lora"]) == "lora_qkv"
 
 
 def test_other_suites_have_no_published_rows():
@@ -231,6 +302,42 @@ def test_deltas_nan_where_ours_is_missing():
     assert d["cifar"] == pytest.approx(5.0) and d["eurosat"] == 0
     assert math.isnan(d["svhn"]) and math.isnan(d[FLAT_MEAN]) and math.isnan(d[GROUP_MEAN])
     assert math.isnan(d[group_column("specialized")])
+
+
+def test_deltas_against_a_row_without_cells_are_group_means_only():
+    swin_full = _row(VTAB, "full", "swin_b_in22k")
+    d = deltas({t.name: 80.0 for t in VTAB.tasks}, swin_full, VTAB)
+    assert all(math.isnan(d[t.name]) for t in VTAB.tasks)
+    assert d[FLAT_MEAN] == pytest.approx(80.0 - (7 * 79.2 + 4 * 86.2 + 8 * 59.7) / 19)
+    assert [round(d[group_column(g)], 2) for g in VTAB.groups] == [0.8, -6.2, 20.3]
+    assert d[GROUP_MEAN] == pytest.approx(80.0 - (79.2 + 86.2 + 59.7) / 3)
+
+
+def _board(family: str, model: str) -> Leaderboard:
+    """One row of ours, `full` under `tune`, on `model` of `family`."""
+    table = pd.DataFrame([{t.name: 70.0 for t in VTAB.tasks}], index=pd.Index(["full"], name="Method"))
+    run = {"method": "full", "method_name": "full", "model": model, "family": family, "protocol": "tune"}
+    return Leaderboard(VTAB, table, row_runs={"full": run})
+
+
+def test_a_board_shows_the_published_rows_of_its_backbone_family():
+    swin = with_published(_board("swin", "swin_base_patch4_window7_224.ms_in22k"))
+    published = [label for label in swin.table.index if "(published" in label]
+    assert published == [f"{m} (published, swin_b_in22k, unknown)" for m in
+                         ("full", "linear", "bitfit", "vpt_shallow", "vpt_deep", "fact_tt", "convpass")]  # fmt: skip
+    assert "full (published, swin_b_in22k, unknown): no delta (full: published row's protocol is not stated)." in (
+        swin.notes
+    )
+    assert any("a row without cells: from its group means as printed" in note for note in swin.notes)
+    vit = with_published(_board("vit", ORIG))
+    assert not any("swin" in label or "convnext" in label for label in vit.table.index)
+    assert "Δ full − published" in vit.table.index  # VPT's full row: same backbone, method and protocol
+    assert not any("without cells" in note for note in vit.notes)
+    convnext = with_published(_board("convnext", "convnext_base.fb_in22k"))
+    assert [label for label in convnext.table.index if "(published" in label] == [
+        "full (published, convnext_b_in22k, unknown)",
+        "linear (published, convnext_b_in22k, unknown)",
+    ]
 
 
 def test_deltas_reject_unknown_tasks():

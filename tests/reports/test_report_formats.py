@@ -7,12 +7,14 @@ and review the diff.
 import json
 import os
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from record_factory import as_records, runs_frame_of
 
-from peftbench.reports.leaderboard import build_leaderboard
+from peftbench.record import Execution
+from peftbench.reports.leaderboard import build_leaderboard, runs_frame
 from peftbench.reports.render import render
 from peftbench.suites import get_suite
 
@@ -196,3 +198,20 @@ def test_report_command_writes_latex_and_plots_from_stored_records(tmp_path: Pat
         assert image.width > 600 and len(image.convert("RGB").getcolors(1 << 24)) > 10
     missing = CliRunner().invoke(app, ["report", "--suite", "demo", "--results", str(store.root), "--heatmap", "x.png"])
     assert missing.exit_code == 2 and "--heatmap needs --baseline" in missing.stderr
+
+
+def test_reference_paper_on_a_swin_sweep_shows_the_swin_rows_and_names_why_none_pairs():
+    from peftbench.reports.published import with_published
+
+    model = "swin_base_patch4_window7_224.ms_in22k"
+    records = as_records([_vtab_record("bitfit", t.name, 70.0, "tune", model) for t in VTAB.tasks])
+    swin = Execution(backbone="swin, 24 blocks, 224 px")  # what anatomy.describe writes
+    board = with_published(build_leaderboard(runs_frame([replace(r, execution=swin) for r in records]), VTAB))
+    published = board.table.loc["bitfit (published, swin_b_in22k, unknown)"]
+    assert round(published["Mean (flat)"], 2) == 62.05 and round(published["Mean of group means"], 1) == 65.6
+    assert not any("vit_b16" in label for label in board.table.index)
+    assert "bitfit (published, swin_b_in22k, unknown): no delta (bitfit: published row's protocol is not stated)." in (
+        board.notes
+    )
+    markdown = render(board, "md")
+    assert "\n| bitfit (published, swin_b_in22k, unknown) " in markdown
