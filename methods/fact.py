@@ -6,9 +6,9 @@ import dataclasses
 import math
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from peftbench.anatomy import block_paths, block_width
 from peftbench.errors import PeftbenchError
 
 from ._fold import FoldableWrapper, fold_wrappers
@@ -16,10 +16,25 @@ from ._registry import register_method
 from .base import Method, freeze_all, option
 
 SLOTS_PER_BLOCK = 12  # FacT-TK: q, k, v, proj, then fc1 and fc2 as four slices each
+ADAPTED = (("attn.qkv", "qkv", 0), ("attn.proj", "proj", 3), ("mlp.fc1", "fc1", 4), ("mlp.fc2", "fc2", 8))
+
+
+def stacks(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """FacT's tensors: each run of consecutive equal-width blocks, as (the module that owns the run, its
+    block paths). A ViT is one run (owned by the model); a Swin one per stage (owned by `layers.s`), the
+    paper's partitioned tensorization (Sec. 4.3)."""
+    runs: list[tuple[int, list[str]]] = []
+    for path in block_paths(model):
+        width = block_width(model.get_submodule(path))
+        if runs and runs[-1][0] == width:
+            runs[-1][1].append(path)
+        else:
+            runs.append((width, [path]))
+    return [(paths[0].rpartition(".blocks.")[0], paths) for _, paths in runs]
 
 
 class Factors(nn.Module):
-    """The factors every layer shares: U (r x D) into the rank-r space and V (D x r) back, zero at
+    """The factors every layer of a run shares: U (r x D) into the rank-r space and V (D x r) back, zero at
     init so that training starts at the pretrained function; FacT-TK adds the Tucker core C (r x r x r)
     and the per-slot loadings P (r x 12 depth)."""
 
@@ -122,6 +137,8 @@ class _FacT(Method):
 
     tucker = False
     mergeable = True
+    families = ("vit", "swin")
+    not_defined_because = "its paper defines it on ViT and Swin: a ConvNeXt has no attention, Eva's MLP no fc1/fc2 pair"
     # FacT/fact_tt.py and fact_tk.py: AdamW over the FacT factors and the head (one group, all decayed),
     # lr 1e-3, wd 1e-4, timm's CosineLRScheduler (t_initial 100, warm-up 10 from 1e-6, lr_min 1e-5)
     # stepped `scheduler.step(ep)` after each epoch, 100 epochs, drop path 0.1.
@@ -135,29 +152,33 @@ class _FacT(Method):
             raise PeftbenchError(f"{self.name}: dropout must be in [0, 1), got {self.dropout}")
 
     def apply(self, model: nn.Module) -> None:
-        if not isinstance(model, VisionTransformer):
-            raise PeftbenchError(f"{self.name} needs a timm VisionTransformer, got {type(model).__name__}")
-        width = model.embed_dim
-        if any(block.mlp.fc1.out_features != 4 * width for block in model.blocks):
-            raise PeftbenchError(f"{self.name} splits the MLP into 4 width-sized chunks: it needs mlp_ratio 4")
+        runs = stacks(model)
+        for _, paths in runs:
+            for path in paths:
+                block = model.get_submodule(path)
+                if block.mlp.fc1.out_features != 4 * block_width(block):
+                    raise PeftbenchError(f"{self.name} splits the MLP into 4 width-sized chunks: it needs mlp_ratio 4")
         freeze_all(model)
         like = next(model.parameters())
-        model.fact = Factors(width, self.rank, len(model.blocks), self.tucker, like)
-        for index, block in enumerate(model.blocks):
-            first = SLOTS_PER_BLOCK * index
-            for path, kind, slot in (("attn.qkv", "qkv", first), ("attn.proj", "proj", first + 3),
-                                     ("mlp.fc1", "fc1", first + 4), ("mlp.fc2", "fc2", first + 8)):  # fmt: skip
-                layer = block.get_submodule(path)
-                block.set_submodule(
-                    path, FacTLinear(layer, kind, model.fact, self.scale, self.dropout, self.tucker, slot)
-                )
+        for owner, paths in runs:  # one set of factors per run, held by the run's owner as `fact`
+            width = block_width(model.get_submodule(paths[0]))
+            factors = Factors(width, self.rank, len(paths), self.tucker, like)
+            model.get_submodule(owner).fact = factors
+            for index, path in enumerate(paths):
+                block = model.get_submodule(path)
+                for linear, kind, offset in ADAPTED:
+                    slot = SLOTS_PER_BLOCK * index + offset
+                    wrapped = FacTLinear(block.get_submodule(linear), kind, factors, self.scale, self.dropout,
+                                         self.tucker, slot)  # fmt: skip
+                    block.set_submodule(linear, wrapped)
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
         return set()  # their AdamW has one group: every trainable tensor, the head's bias included, is decayed
 
     def merge(self, model: nn.Module) -> nn.Module:
         merged = fold_wrappers(model)
-        del merged.fact  # folded into every layer: a plain timm ViT with timm's keys
+        for owner, _ in stacks(merged):
+            del merged.get_submodule(owner).fact  # folded into every layer: a plain timm model with timm's keys
         return merged
 
 
@@ -175,6 +196,9 @@ class FacTTT(_FacT):
     Init: U, the cores: nn.Linear's default (Kaiming-uniform a = √5); V: zeros.
     Trainable: U, V, and per block r² for each of q, k, v, proj and 4r² for each of fc1 and fc2, plus
     the head: 2Dr + 12 r² depth; ViT-B/16, r = 8: 21,504 without the head.
+    Swin (Sec. 4.3, "partitioned tensorization"): each stage is its own tensor with its own U and V (its
+    blocks' width), so Σ over stages of 2 D_s r + 12 r² depth_s; Swin-B, r = 16: 135,168 without the
+    head, the 0.135 M of their Table 2 (FacT-TT16). No Swin code is released: built from that section.
     Weight decay: one group over every trainable tensor (their AdamW(trainable, wd)).
     Merge: the update is linear in the input: W' = W + s V Σ U per matrix, a plain timm ViT.
     Deviations: their loader drops the last partial batch (drop_last=True); ours trains on it; they
@@ -182,7 +206,6 @@ class FacTTT(_FacT):
     """
 
     summary = "FacT-TT: a tensor-train factorised update shared across layers (q, k, v, proj, fc1, fc2)"
-    not_defined_because = "its factors are shared by a stack of equal-width ViT blocks"
 
 
 @register_method("fact_tk")
@@ -199,9 +222,9 @@ class FacTTK(_FacT):
     scale are configs/tk/<task>.yaml.
     Init: U nn.Linear's default, V zeros, C and P xavier_uniform_.
     Trainable: 2Dr + r³ + 12 depth r and the head; ViT-B/16, r = 32: 86,528 without the head.
+    Swin: per stage its own U, V, C and P (Sec. 4.3's partition; the paper reports FacT-TT on Swin only).
     Weight decay, merge and deviations as FacT-TT.
     """
 
     summary = "FacT-TK: a Tucker-factorised update of every layer's matrices (shared U, V, core, loadings)"
-    not_defined_because = "its factors are shared by a stack of equal-width ViT blocks"
     tucker = True

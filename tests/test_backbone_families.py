@@ -78,21 +78,32 @@ def _printed_digits(value: float) -> int:
     return len(repr(value).partition(".")[2].rstrip("0"))
 
 
+SWIN_B = "swin_base_patch4_window7_224.ms_in22k"
+
+
+def _swin_b_counts(method: str, *assignments: str) -> int:
+    args = ["params", "--suite", "vtab", "--model", SWIN_B, "-m", method, "--format", "json"]
+    shown = json.loads(runner.invoke(app, [*args, *(a for kv in assignments for a in ("--set", kv))]).stdout)
+    return shown["methods"][method]["without_head"]
+
+
 def test_counts_on_swin_b_equal_what_facts_table_prints():
     """FacT Table 2 prints Swin-B counts without the head; ours round to them. BitFit's 0.201 M holds the
-    relative position bias tables, which VPT's `'bias' in name` rule trains (methods/bitfit.py)."""
-    model = "swin_base_patch4_window7_224.ms_in22k"
+    relative position bias tables, which VPT's `'bias' in name` rule trains (methods/bitfit.py); FacT-TT16
+    is one tensor per stage (their Sec. 4.3), r = 16."""
     printed = {r.method: r.params_as_printed for r in published.published_rows(get_suite("vtab1k"))
-               if published.BACKBONES[r.backbone] == model and not math.isnan(r.params_as_printed)}  # fmt: skip
-    shown = params_json(model, tuple(printed))
-    assert set(shown["refused"]) == {"vpt_shallow", "vpt_deep", "fact_tt"}  # VPT's and FacT's Swin code is not built
-    assert set(shown["methods"]) == {"full", "linear", "bitfit"}
-    for method, count in shown["methods"].items():
-        assert round(count["without_head"] / 1e6, _printed_digits(printed[method])) == printed[method], method
-    assert shown["methods"]["bitfit"]["without_head"] == 137_216 + 63_544  # biases + 24 blocks' 169 x heads tables
-    args = ["params", "--suite", "vtab", "--model", model, "-m", "bitfit", "--set", "position_bias_tables=false"]
-    biases_only = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
-    assert biases_only["methods"]["bitfit"]["without_head"] == 137_216
+               if published.BACKBONES[r.backbone] == SWIN_B and not math.isnan(r.params_as_printed)}  # fmt: skip
+    shown = params_json(SWIN_B, tuple(printed))
+    assert set(shown["refused"]) == {"vpt_shallow", "vpt_deep"}  # VPT's Swin prompts are not built
+    counts = {m: c["without_head"] for m, c in shown["methods"].items()} | {
+        "fact_tt": _swin_b_counts("fact_tt", "rank=16")
+    }
+    assert set(counts) == {"full", "linear", "bitfit", "fact_tt"}
+    for method, count in counts.items():
+        assert round(count / 1e6, _printed_digits(printed[method])) == printed[method], method
+    assert counts["bitfit"] == 137_216 + 63_544  # biases + 24 blocks' 169 x heads tables
+    assert _swin_b_counts("bitfit", "position_bias_tables=false") == 137_216
+    assert counts["fact_tt"] == 2 * 16 * (128 + 256 + 512 + 1024) + 12 * 16**2 * (2 + 2 + 18 + 2)  # 135,168
 
 
 def test_deit_distilled_counts_both_heads():
@@ -107,6 +118,7 @@ def test_list_methods_shows_the_families_each_method_supports():
     families = {row[0]: row[headers.index("families")] for row in rows}
     assert families["ssf"] == "vit, swin, convnext, eva" and families["rlrr"] == "vit, swin"
     assert families["lora"] == "vit, swin, eva" and families["vpt_deep"] == "vit"
+    assert families["fact_tt"] == families["fact_tk"] == "vit, swin"  # FacT's per-stage tensors (Sec. 4.3)
 
 
 def test_suites_build_backbones_for_their_image_size_with_interpolated_position_embeddings():
