@@ -16,13 +16,14 @@ import math
 from typing import ClassVar
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from peftbench.anatomy import block_paths, block_width, family_of
 from peftbench.errors import PeftbenchError
 
 from ._registry import register_method
 from .base import Method, freeze_all, option
+from .vpt_swin import PromptedMerging, PromptedSwinBlock, PromptPool, SwinPromptInserter
 
 
 def prompt_init_bound(patch_size: tuple[int, int], dim: int) -> float:
@@ -114,10 +115,8 @@ class _VisualPromptTuning(Method):
     # Its schedule: WarmupCosineSchedule (src/solver/lr_scheduler.py) stepped once per epoch by the trainer.
     train_defaults = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.25, "weight_decay": 1e-3, "scheduler": "vpt-epoch"}
     mergeable = False
-    not_defined_because = (
-        "its prompts join the ViT's one token sequence; VPT's Swin variant (vit_prompt/swin_transformer.py) is "
-        "not built here, a ConvNeXt has no tokens, and Eva's RoPE would rotate the prompts as patches"
-    )
+    families = ("vit", "swin")
+    not_defined_because = "a ConvNeXt has no tokens, and Eva's RoPE would rotate the prompts as patches"
     # VPT's tune_vtab.py grid: base lr (per 256 images, scaled by batch / 256) x weight decay.
     tune_grid = {"lr": (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05), "weight_decay": (0.01, 1e-3, 1e-4, 0.0)}
     tune_lr_per_256 = True
@@ -129,9 +128,10 @@ class _VisualPromptTuning(Method):
             raise PeftbenchError(f"{self.name}: prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
     def apply(self, model: nn.Module) -> None:
-        if not isinstance(model, VisionTransformer):
-            raise PeftbenchError(f"{self.name} needs a timm VisionTransformer, got {type(model).__name__}")
         freeze_all(model)
+        if family_of(model) == "swin":
+            self._apply_to_swin(model)
+            return
         at = model.num_prefix_tokens
         model.norm_pre = PromptInserter(model.norm_pre, self._new_prompts(model), at, self.prompt_dropout)
         if self.deep:  # block 0 reads the inserted prompts; blocks 1.. get their own
@@ -141,11 +141,32 @@ class _VisualPromptTuning(Method):
                 )
         model.norm = PromptRemover(model.norm, at, self.prompt_len)
 
-    def _new_prompts(self, model: VisionTransformer) -> nn.Parameter:
-        """Prompts (1, L, D) on the weights' device and dtype, with VPT's uniform init."""
+    def _apply_to_swin(self, model: nn.Module) -> None:
+        """VPT's Swin variant (methods/vpt_swin.py): the prompts travel beside the token grid."""
+        shape = self._prompt_shape(model)  # read before the patch embedding is wrapped
+        model.patch_embed = SwinPromptInserter(model.patch_embed, self._new_prompts(model, *shape), self.prompt_dropout)
+        first = True
+        for stage in model.layers:
+            stage.downsample = PromptedMerging(stage.downsample)
+            for index, block in enumerate(stage.blocks):  # deep: own prompts in every block but the first
+                own = self._new_prompts(model, block_width(block), shape[1]) if self.deep and not first else None
+                stage.blocks[index] = PromptedSwinBlock(block, own, self.prompt_dropout)
+                first = False
+        model.norm = PromptPool(model.norm)
+
+    @staticmethod
+    def _prompt_shape(model: nn.Module) -> tuple[int, float]:
+        """The patch embedding's width and VPT's init bound; a Swin's deeper prompts keep that bound, as
+        their code draws every stage's prompts with the same `val`."""
+        width = block_width(model.get_submodule(block_paths(model)[0]))
+        return width, prompt_init_bound(tuple(model.patch_embed.patch_size), width)
+
+    def _new_prompts(self, model: nn.Module, width: int | None = None, bound: float | None = None) -> nn.Parameter:
+        """Prompts (1, L, width) on the weights' device and dtype, uniform in (-bound, bound), VPT's init."""
+        if width is None or bound is None:
+            width, bound = self._prompt_shape(model)
         like = next(model.parameters())
-        prompts = nn.Parameter(torch.empty(1, self.prompt_len, model.embed_dim, device=like.device, dtype=like.dtype))
-        bound = prompt_init_bound(tuple(model.patch_embed.patch_size), model.embed_dim)
+        prompts = nn.Parameter(torch.empty(1, self.prompt_len, width, device=like.device, dtype=like.dtype))
         nn.init.uniform_(prompts, -bound, bound)
         return prompts
 

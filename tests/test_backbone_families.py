@@ -94,10 +94,12 @@ def test_counts_on_swin_b_equal_what_facts_table_prints():
     printed = {r.method: r.params_as_printed for r in published.published_rows(get_suite("vtab1k"))
                if published.BACKBONES[r.backbone] == SWIN_B and not math.isnan(r.params_as_printed)}  # fmt: skip
     shown = params_json(SWIN_B, tuple(printed))
-    assert set(shown["refused"]) == {"vpt_shallow", "vpt_deep"}  # VPT's Swin prompts are not built
+    assert not shown["refused"]
     counts = {m: c["without_head"] for m, c in shown["methods"].items()} | {
         "fact_tt": _swin_b_counts("fact_tt", "rank=16")
     }
+    # VPT's printed counts average their per-task prompt lengths (0.003 M / 128: 23 shallow prompts), no setting
+    counts = {m: c for m, c in counts.items() if not m.startswith("vpt")}
     assert set(counts) == {"full", "linear", "bitfit", "fact_tt"}
     for method, count in counts.items():
         assert round(count / 1e6, _printed_digits(printed[method])) == printed[method], method
@@ -117,7 +119,7 @@ def test_list_methods_shows_the_families_each_method_supports():
     headers, rows, _ = listing.methods()
     families = {row[0]: row[headers.index("families")] for row in rows}
     assert families["ssf"] == "vit, swin, convnext, eva" and families["rlrr"] == "vit, swin"
-    assert families["lora"] == "vit, swin, eva" and families["vpt_deep"] == "vit"
+    assert families["lora"] == "vit, swin, eva" and families["vpt_deep"] == families["vpt_shallow"] == "vit, swin"
     assert families["fact_tt"] == families["fact_tk"] == "vit, swin"  # FacT's per-stage tensors (Sec. 4.3)
 
 

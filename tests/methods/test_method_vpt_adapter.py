@@ -273,3 +273,61 @@ def test_adapters_refuse_blocks_other_than_timms_pre_norm_block(method):
     )
     with pytest.raises(PeftbenchError, match="pre-norm residual blocks"):
         method.apply(model)
+
+
+# ------------------------------------------------------------------------------------- VPT on Swin
+
+
+def swin_micro(method: str, seed: int = 0, **options) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = peftbench.build_model(method, "swin_micro_patch2_window4_32", 5, pretrained=False, **options)
+    torch.nn.init.normal_(model.head.fc.weight, std=0.1)  # a zero head would hide the prompts' effect
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", ["vpt_shallow", "vpt_deep"])
+def test_vpt_on_swin_scores_each_image_alone_whatever_the_batch(method: str):
+    """VPT's Swin code pairs windows with other images' prompts in a batch (methods/vpt_swin.py); ours does not."""
+    model, images = swin_micro(method), torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        batch = model(images)
+        alone = torch.cat([model(images[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        plain = peftbench.build_model("linear", "swin_micro_patch2_window4_32", 5, pretrained=False)
+    assert not torch.allclose(model.forward_features(images).flatten(1), plain.forward_features(images).mean((1, 2)))
+
+
+def test_vpt_on_swin_pools_the_prompts_with_the_patches_and_merges_them_to_the_next_width():
+    model = swin_micro("vpt_shallow")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    seen, last = [], []  # what block 0 of stage 2 receives and the last block returns: (grid, prompts) pairs
+    model.layers[1].blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]) and None)
+    model.layers[1].blocks[1].register_forward_hook(lambda module, args, out: last.append(out) and None)
+    with torch.no_grad():
+        pooled = model.forward_features(images)
+    ((grid, prompts),) = seen
+    assert prompts.shape == (2, L, 64) and grid.shape == (2, 8, 8, 64)  # stage 2: width 64 after merging
+    assert pooled.shape == (2, 1, 1, 64)  # one "pixel" for timm's average-pooling head
+    ((grid, prompts),) = last
+    norm = model.norm.inner
+    expected = torch.cat((norm(prompts), norm(grid).flatten(1, 2)), dim=1).mean(1)  # 64 patches and L prompts
+    torch.testing.assert_close(pooled[:, 0, 0], expected)
+
+
+def test_vpt_deep_on_swin_gives_every_block_but_the_first_its_own_prompts_at_its_width():
+    model = swin_micro("vpt_deep")
+    own = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head")}
+    assert own == {"patch_embed.prompts": (1, L, 32), "layers.0.blocks.1.prompts": (1, L, 32),
+                   "layers.1.blocks.0.prompts": (1, L, 64), "layers.1.blocks.1.prompts": (1, L, 64)}  # fmt: skip
+    bound = prompt_init_bound((2, 2), 32)  # every stage's bound reads the patch embedding's width, as theirs
+    assert all(p.abs().max() <= bound for n, p in model.named_parameters() if n.endswith("prompts"))
+
+
+def test_vpt_trainable_counts_on_swin_b_built_on_meta():
+    with torch.device("meta"):
+        shallow, deep = (timm.create_model("swin_base_patch4_window7_224", num_classes=100) for _ in range(2))
+    VPTShallow().apply(shallow)
+    VPTDeep().apply(deep)
+    counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (shallow, deep)]
+    assert counts == [L * 128, L * (2 * 128 + 2 * 256 + 18 * 512 + 2 * 1024)]  # 1,280 and 120,320 without the head
