@@ -186,6 +186,8 @@ class VPTShallow(_VisualPromptTuning):
 
     Trainable: the prompts (L x D) and the head. Not mergeable: the prompts lengthen the sequence
     every attention layer sees, which no change of the frozen weights reproduces.
+    On Swin: VPT's Swin variant (methods/vpt_swin.py), the prompts in every window of every block,
+    merged with the patches between stages; Swin-B: L x 128 without the head.
     """
 
     summary = "VPT-shallow: learnable prompt tokens inserted after the CLS token at the input"
@@ -204,6 +206,8 @@ class VPTDeep(_VisualPromptTuning):
     released VTAB runs (demo.ipynb, `MODEL.PROMPT.DROPOUT "0.1"` with `MODEL.PROMPT.DEEP "True"`).
 
     Trainable: depth x L x D prompt parameters and the head. Not mergeable, as VPT-shallow.
+    On Swin (methods/vpt_swin.py): every block but the first replaces the prompts with its own, at its
+    stage's width; Swin-B: L x 12,032 without the head (L = 10: 120,320).
     """
 
     prompt_dropout: float = option(0.1, "dropout on the prompts as they enter the sequence")
