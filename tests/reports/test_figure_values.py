@@ -53,3 +53,13 @@ def test_compare_passes_on_the_same_values_drawn_at_another_scale_and_fails_on_a
     changed = {**PANELS, "Food101": {**PANELS["Food101"], "VPT (74K)": [23.53, 46.66, 60.65, 67.78, 72.7]}}
     other = _figure(tmp_path / "c.pdf", changed, (9, 3))
     assert figure_values.main([first, "--page", "1", "--compare", f"{other}:1"]) == 1
+
+
+def test_a_page_without_such_a_figure_is_a_one_line_error(tmp_path: Path, capsys):
+    first = str(_figure(tmp_path / "a.pdf", PANELS, (9, 3)))
+    assert figure_values.main([first, "--page", "1", "--figure", "Im9"]) == 2
+    assert figure_values.main([first, "--page", "3"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(
+        line.startswith("figure_values: cannot read a plotted figure there") for line in errors
+    )

@@ -160,6 +160,20 @@ def test_fewshot_rows_are_the_figures_average_curves_as_group_means():
     assert paired_method(rows["lora"]) == "lora_qkv"
 
 
+def test_a_fewshot_board_shows_the_curves_as_group_means():
+    fewshot = get_suite("fewshot_fgvc")
+    cells = {t.name: 50.0 for t in fewshot.tasks}
+    table = pd.DataFrame([{**cells, **means(cells, fewshot)}], index=pd.Index(["adapter"], name="Method"))
+    run = {"method": "adapter", "method_name": "adapter", "model": ORIG, "family": "vit", "protocol": "default"}
+    board = with_published(Leaderboard(fewshot, table, row_runs={"adapter": run}))
+    noah = board.table.loc["noah (published, vit_b16_in21k, unknown)"]
+    assert noah[group_column("1-shot")] == 39.816 and noah[FLAT_MEAN] == pytest.approx(58.6556)
+    assert (
+        "adapter (published, vit_b16_in21k, unknown): no delta (adapter: published row's protocol is not stated)."
+        in (board.notes)
+    )
+
+
 def test_other_suites_have_no_published_rows():
     assert published_rows(get_suite("demo")) == []
 

@@ -176,12 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", help="the figure's XObject name, e.g. Im6 (default: the page itself)")
     parser.add_argument("--compare", help="another figure as PDF:PAGE[:XOBJECT]")
     args = parser.parse_args(argv)
-    found = panels(drawing(args.pdf, args.page, args.figure))
+    try:
+        found = panels(drawing(args.pdf, args.page, args.figure))
+        other = None
+        if args.compare:
+            pdf, page, *figure = args.compare.split(":")
+            other = panels(drawing(pdf, int(page), *figure))
+    except (OSError, ValueError, KeyError, IndexError, pypdf.errors.PdfReadError) as exc:
+        print(f"figure_values: cannot read a plotted figure there ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     _print(found)
-    if args.compare:
-        pdf, page, *figure = args.compare.split(":")
-        return _compare(found, panels(drawing(pdf, int(page), *figure)))
-    return 0
+    return 0 if other is None else _compare(found, other)
 
 
 if __name__ == "__main__":
