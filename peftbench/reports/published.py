@@ -63,7 +63,7 @@ class _ProtocolRule(NamedTuple):
 PUBLISHED_PROTOCOLS = {
     "tune": _ProtocolRule("tune", "tune"),  # VPT-sourced: val-tuned, last epoch, mean of 5 seeds
     "best-test": _ProtocolRule("best-test", "best-over-test"),  # LoRA (NOAH), SSF, RLRR: max test top-1 over epochs
-    "unknown": _ProtocolRule(None, "not stated"),  # FGVC LoRA: the RLRR paper names no source or protocol
+    "unknown": _ProtocolRule(None, "not stated"),  # FGVC LoRA (RLRR names no source); Swin-B, ConvNeXt-B, few-shot
 }
 
 
@@ -74,11 +74,12 @@ class _Variant(NamedTuple):
 
 
 _NOAH_LORA = _Variant("lora_qkv", "LoRA", "NOAH's LoRA-8 on the fused qkv")
+_VPT_ADAPTER = _Variant(None, "Adapter", "VPT's adapter")
 # Per suite, published rows whose name does not mean our method of that name (README: "Which variant a
 # published row is"). Every other published method pairs with our method of the same name.
 PUBLISHED_VARIANTS = {
-    "vtab1k": {"lora": _NOAH_LORA, "adapter": _Variant(None, "Adapter", "VPT's adapter")},
-    "fgvc": {"lora": _NOAH_LORA, "adapter": _Variant(None, "Adapter", "VPT's adapter")},
+    "vtab1k": {"lora": _NOAH_LORA, "adapter": _VPT_ADAPTER},
+    "fgvc": {"lora": _NOAH_LORA, "adapter": _VPT_ADAPTER},
     "fewshot_fgvc": {"lora": _NOAH_LORA},  # NOAH's own baselines: its Adapter row is NOAH's Adapter-8, ours
 }
 # What our same-named methods are, for the reasons above.
