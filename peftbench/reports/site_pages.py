@@ -9,7 +9,8 @@ import pandas as pd
 from ..suites import get_suite
 from .faithfulness import FaithfulnessRow
 from .html_parts import Cell, bullet_list, code_spans, esc, facts, page, slug, table
-from .leaderboard import MISSING
+from .leaderboard import FLAT_MEAN, GROUP_MEAN, MISSING, group_column
+from .published import PARAMS_AS_PRINTED, recomputed_means, rows_for
 from .render import EFFICIENCY_TITLE, best_cells, column_groups, efficiency_strings
 from .site_data import Board, SiteData
 
@@ -61,6 +62,34 @@ def _leaderboard_table(board: Board) -> str:
     return table(["Method", *columns], rows, groups=[(t, n) for t, n in groups if n])
 
 
+PUBLISHED_TITLE = (
+    "Published rows of this backbone family (tasks/reference/): means from the cells, or from the printed group "
+    "means; Params as printed. `report --reference paper` adds ours − published where backbone, variant and "
+    "protocol match."
+)
+
+
+def _published_table(board: Board) -> str:
+    """The suite's published rows of the board's backbone family (tasks/reference/), or nothing."""
+    rows_shown = rows_for(board.leaderboard)
+    if not rows_shown:
+        return ""
+    suite = get_suite(board.suite)
+    groups = [group_column(g) for g in suite.groups] if len(suite.groups) > 1 else []
+    columns = [*groups, FLAT_MEAN, GROUP_MEAN]
+    rows = []
+    for row in rows_shown:
+        means = recomputed_means(row, suite)
+        cells = [Cell(row.method, numeric=False), Cell(row.backbone, numeric=False)]
+        cells += [Cell(MISSING if pd.isna(means[c]) else f"{means[c]:.1f}", means[c]) for c in columns]
+        params = row.params_as_printed
+        cells += [Cell(MISSING if pd.isna(params) else f"{params:g}", params), Cell(row.protocol, numeric=False),
+                  Cell(row.source, numeric=False)]  # fmt: skip
+        rows.append(cells)
+    headers = ["Published", "Backbone", *columns, PARAMS_AS_PRINTED, "Protocol", "Source"]
+    return table(headers, rows, caption=PUBLISHED_TITLE)
+
+
 def _efficiency_table(board: Board) -> str:
     if board.leaderboard.efficiency.empty:
         return ""
@@ -98,6 +127,7 @@ def index_page(site: SiteData) -> str:
             f"<p>{esc(get_suite(board.suite).description)}. Tasks: {links}.</p>\n"
             + _leaderboard_table(board)
             + bullet_list(board.leaderboard.notes + ["Bold: the best value of each accuracy column."])
+            + _published_table(board)
             + _efficiency_table(board)
             + _plots(board, "")
             + "<h3>Provenance</h3>\n"

@@ -171,3 +171,18 @@ def test_chromium_sorts_a_leaderboard_on_a_click_and_renders_the_pages(tmp_path:
     for shot in ("index.png", "lora.png"):
         png = (tmp_path / shot).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_a_leaderboard_shows_the_published_rows_of_its_backbone_family(tmp_path: Path):
+    store = Store(tmp_path / "results")
+    for task in ("food101_shot1_seed0", "fgvc_aircraft_shot16_seed2"):
+        put_predicted(store, "adapter", task, 1, wrong_on(100), LABELS, suite="fewshot_fgvc",
+                      model="vit_base_patch16_224.orig_in21k")  # fmt: skip
+    sweep(tmp_path / "results")  # and a demo board, whose suite has no published rows
+    build_site(tmp_path / "results", tmp_path / "site", [])
+    index = pages(tmp_path / "site")["index.html"]
+    fewshot, demo = index.split('<section id="fewshot_fgvc')[1], index.split('<section id="fewshot_fgvc')[0]
+    assert fewshot.count("Published rows of this backbone family") == 1 and "Published rows" not in demo
+    noah = re.search(r'<th class="text" data-value="noah">noah</th>.*?</tr>', fewshot).group(0)
+    assert ">39.8<" in noah and ">76.5<" in noah and ">58.7<" in noah  # 1-shot, 16-shot, both suite means
+    assert "FacT paper Figure 6" in noah and ">0.355<" in noah and ">unknown<" in noah
