@@ -147,11 +147,13 @@ class _VisualPromptTuning(Method):
         model.patch_embed = SwinPromptInserter(model.patch_embed, self._new_prompts(model, *shape), self.prompt_dropout)
         first = True
         for stage in model.layers:
-            stage.downsample = PromptedMerging(stage.downsample)
+            owners = []
             for index, block in enumerate(stage.blocks):  # deep: own prompts in every block but the first
                 own = self._new_prompts(model, block_width(block), shape[1]) if self.deep and not first else None
-                stage.blocks[index] = PromptedSwinBlock(block, own, self.prompt_dropout)
+                stage.blocks[index] = PromptedSwinBlock(block, own)
+                owners += [stage.blocks[index]] if own is not None else []
                 first = False
+            stage.downsample = PromptedMerging(stage.downsample, owners, self.prompt_dropout)
         model.norm = PromptPool(model.norm)
 
     @staticmethod

@@ -4,16 +4,19 @@ src/models/vit_prompt/swin_transformer.py: `PromptedSwinTransformer`, `PromptedS
 `BasicLayer.forward` for the deep prompts).
 
 timm keeps a Swin's tokens as a (B, H, W, C) grid, which has no room for prompts, so the prompts
-travel beside it: the wrapped patch embedding returns (grid, prompts), every wrapped block and patch
-merging takes and returns that pair (timm's `SwinTransformerStage.forward` and `nn.Sequential` pass it
-on unchanged), and the wrapped final norm pools both. Their semantics, step by step:
+travel beside it: the wrapped patch embedding returns (grid, prompts, deep prompts to come), every
+wrapped block and patch merging takes and returns that triple (timm's `SwinTransformerStage.forward`
+and `nn.Sequential` pass it on unchanged), and the wrapped final norm pools grid and prompts. Their
+semantics, step by step:
 
 - the prompts (L x C) follow the patch embedding; in every block they are LayerNormed with the patch
   tokens, prepended to every attention window with zero relative-position bias and zero shift mask in
   their rows and columns, and their outputs are averaged over the windows; the residuals, drop path
   (one draw per image for prompts and patches alike) and the MLP treat them as tokens;
 - patch merging gives them 4 C channels by repeating them four times, then merging's norm and reduction;
-- deep: every block but the very first replaces the incoming prompts with its own (C wide at its stage);
+- deep: every block but the very first replaces the incoming prompts with its own (C wide at its stage),
+  their dropout drawn once per stage for all its blocks' prompts and the whole batch, as theirs
+  (`self.prompt_dropout(deep_prompt_embd)` on the stage's tensor before `BasicLayer.forward`);
 - the final norm runs per token and the pool averages over the patches and the prompts together.
 
 Deviation: their block pairs window w of image b with the prompts of image (b·nW + w) mod B
@@ -33,63 +36,61 @@ from timm.models.swin_transformer import window_partition, window_reverse
 from torch import nn
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # the (B, H, W, C) grid and the (B, L, C) prompts
-
-
-def expanded(prompts: torch.Tensor, dropout: nn.Dropout, batch: int, shared_mask: bool) -> torch.Tensor:
-    """The (1, L, C) prompts for a batch: dropout drawn per image, or once for the batch (their deep
-    prompts: `self.prompt_dropout(deep_prompt_embd)` before the expand)."""
-    if shared_mask:
-        return dropout(prompts).expand(batch, -1, -1)
-    return dropout(prompts.expand(batch, -1, -1))
+# ... and the stage's deep prompts still to come, (blocks left, L, C) after dropout, or None
+State = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 class SwinPromptInserter(nn.Module):
-    """Wraps `patch_embed`: returns the grid and the shallow prompts (their `incorporate_prompt`)."""
+    """Wraps `patch_embed`: the grid and the shallow prompts, dropout drawn per image (their
+    `incorporate_prompt`)."""
 
     def __init__(self, inner: nn.Module, prompts: nn.Parameter, dropout: float):
         super().__init__()
         self.inner, self.prompts, self.dropout = inner, prompts, nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> Pair:
+    def forward(self, x: torch.Tensor) -> State:
         grid = self.inner(x)
-        return grid, expanded(self.prompts, self.dropout, grid.shape[0], shared_mask=False)
+        return grid, self.dropout(self.prompts.expand(grid.shape[0], -1, -1)), None
 
 
 class PromptedMerging(nn.Module):
-    """Wraps a stage's `downsample`: the grid as timm merges it, the prompts repeated to 4 C channels
-    and then merging's norm and reduction (their `PromptedPatchMerging.upsample_prompt`)."""
+    """Wraps a stage's `downsample`: the grid as timm merges it, the prompts repeated to 4 C channels and
+    then merging's norm and reduction (their `PromptedPatchMerging.upsample_prompt`); then the stage's
+    deep prompts with one dropout draw for all of them (`owners`: the stage's blocks that have their own)."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, owners: list[nn.Module], dropout: float):
         super().__init__()
-        self.inner = inner
+        self.inner, self.dropout = inner, nn.Dropout(dropout)
+        self.owners = tuple(owners)  # held by reference, not registered: the blocks own their prompts
 
-    def forward(self, pair: Pair) -> Pair:
-        grid, prompts = pair
-        if isinstance(self.inner, nn.Identity):
-            return grid, prompts
-        merged = self.inner.reduction(self.inner.norm(torch.cat([prompts] * 4, dim=-1)))
-        return self.inner(grid), merged
+    def forward(self, state: State) -> State:
+        grid, prompts, _ = state
+        if not isinstance(self.inner, nn.Identity):
+            grid, prompts = self.inner(grid), self.inner.reduction(self.inner.norm(torch.cat([prompts] * 4, dim=-1)))
+        deep = self.dropout(torch.cat([block.prompts for block in self.owners])) if self.owners else None
+        return grid, prompts, deep
 
 
 class PromptedSwinBlock(nn.Module):
     """Wraps a timm `SwinTransformerBlock` (its own modules and weights) to carry the prompts through it;
-    with `prompts`, the block first replaces the incoming ones with its own (VPT-deep)."""
+    with `prompts`, the block first replaces the incoming ones with its own (VPT-deep), as its stage's
+    merging has dropped them out."""
 
-    def __init__(self, block: nn.Module, prompts: nn.Parameter | None = None, dropout: float = 0.0):
+    def __init__(self, block: nn.Module, prompts: nn.Parameter | None = None):
         super().__init__()
-        self.block, self.prompts, self.dropout = block, prompts, nn.Dropout(dropout)
+        self.block, self.prompts = block, prompts
 
-    def forward(self, pair: Pair) -> Pair:
-        grid, prompts = pair
+    def forward(self, state: State) -> State:
+        grid, prompts, deep = state
         batch, height, width, channels = grid.shape
-        if self.prompts is not None:
-            prompts = expanded(self.prompts, self.dropout, batch, shared_mask=True)
+        if self.prompts is not None:  # the next of the stage's dropped-out deep prompts, the same for every image
+            prompts, deep = deep[:1].expand(batch, -1, -1), deep[1:]
         block, count = self.block, prompts.shape[1]
         tokens = torch.cat((prompts, grid.reshape(batch, -1, channels)), dim=1)
         attended = torch.cat(self._attention(block.norm1(grid), block.norm1(prompts)), dim=1)
         tokens = tokens + block.drop_path1(attended)
         tokens = tokens + block.drop_path2(block.mlp(block.norm2(tokens)))
-        return tokens[:, count:].reshape(batch, height, width, channels), tokens[:, :count]
+        return tokens[:, count:].reshape(batch, height, width, channels), tokens[:, :count], deep
 
     def _attention(self, grid: torch.Tensor, prompts: torch.Tensor) -> Pair:
         """timm's `SwinTransformerBlock._attn` with the prompts in every window: (prompt outputs averaged
@@ -139,7 +140,7 @@ class PromptPool(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, pair: Pair) -> torch.Tensor:
-        grid, prompts = pair
+    def forward(self, state: State) -> torch.Tensor:
+        grid, prompts, _ = state
         tokens = torch.cat((self.inner(prompts), self.inner(grid).flatten(1, 2)), dim=1)
         return tokens.mean(1)[:, None, None, :]

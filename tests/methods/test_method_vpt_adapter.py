@@ -301,15 +301,15 @@ def test_vpt_on_swin_scores_each_image_alone_whatever_the_batch(method: str):
 def test_vpt_on_swin_pools_the_prompts_with_the_patches_and_merges_them_to_the_next_width():
     model = swin_micro("vpt_shallow")
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    seen, last = [], []  # what block 0 of stage 2 receives and the last block returns: (grid, prompts) pairs
+    seen, last = [], []  # what block 0 of stage 2 receives and the last block returns: (grid, prompts, deep)
     model.layers[1].blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]) and None)
     model.layers[1].blocks[1].register_forward_hook(lambda module, args, out: last.append(out) and None)
     with torch.no_grad():
         pooled = model.forward_features(images)
-    ((grid, prompts),) = seen
+    ((grid, prompts, _),) = seen
     assert prompts.shape == (2, L, 64) and grid.shape == (2, 8, 8, 64)  # stage 2: width 64 after merging
     assert pooled.shape == (2, 1, 1, 64)  # one "pixel" for timm's average-pooling head
-    ((grid, prompts),) = last
+    ((grid, prompts, _),) = last
     norm = model.norm.inner
     expected = torch.cat((norm(prompts), norm(grid).flatten(1, 2)), dim=1).mean(1)  # 64 patches and L prompts
     torch.testing.assert_close(pooled[:, 0, 0], expected)

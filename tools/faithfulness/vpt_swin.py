@@ -12,13 +12,23 @@ their rule (src/models/vit_models.py `Swin.build_backbone`, transfer type "promp
 fp64, with their random weights (perturbed) loaded into timm's Swin by timm's own checkpoint filter
 (their layout is the original Microsoft one) and our prompts and head copied into theirs: the logits of
 each image alone, the logits of a batch of 4 against theirs image by image, what their batch pairing
-changes, the gradients, the trainable counts, the prompt init and the train-mode forward.
+changes, the gradients, the trainable counts, the prompt init and the training forward with prompt
+dropout (the same masks from the same seed: theirs draws the deep prompts' per stage, as ours).
 """
 
 from __future__ import annotations
 
 import torch
-from _common import Report, finish, max_abs, parity_inputs, parse_args, source_commit, source_link
+from _common import (
+    Report,
+    finish,
+    max_abs,
+    parity_inputs,
+    parse_args,
+    same_masks_difference,
+    source_commit,
+    source_link,
+)
 from scipy import stats
 from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 from vpt import prompt_config
@@ -115,11 +125,14 @@ def check_method(report: Report, deep: bool) -> None:
     report.check(f"{name}: trainable parameters (ours / theirs)", f"{counts[0]:,} / {counts[1]:,}", "equal",
                  counts[0] == counts[1])  # fmt: skip
 
-    ours.train(), theirs.train()  # their train(): the backbone in eval, the prompt dropout on (0 here)
-    with torch.no_grad():
-        train_mode = max_abs(ours(x[:1]), theirs(x[:1]))
-    report.check(f"{name}: training-mode forward (their train(): backbone in eval), fp64, max abs difference",
-                 train_mode, "1e-10", train_mode <= 1e-10)  # fmt: skip
+    ours, theirs = models(deep, dropout=0.1)
+    ours, theirs = ours.double(), theirs.double()
+    ours.train(), theirs.train()  # their train(): the backbone in eval, the prompt dropout on
+    with torch.no_grad():  # one image: the batch is where their pairing differs
+        train_mode = same_masks_difference(lambda: ours(x[:1]), lambda: theirs(x[:1]))
+    report.check(f"{name}: training forward with prompt dropout 0.1 (the same masks: per image for the shallow "
+                 "prompts, per stage and batch for the deep ones), fp64, max abs difference", train_mode, "1e-10",
+                 train_mode <= 1e-10)  # fmt: skip
 
     mine = SwinTransformer(**{**SHAPE, "embed_dim": 64}, drop_path_rate=0.0)
     torch.manual_seed(11)
