@@ -331,3 +331,21 @@ def test_vpt_trainable_counts_on_swin_b_built_on_meta():
     VPTDeep().apply(deep)
     counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (shallow, deep)]
     assert counts == [L * 128, L * (2 * 128 + 2 * 256 + 18 * 512 + 2 * 1024)]  # 1,280 and 120,320 without the head
+
+
+def test_vpt_on_swin_drops_shallow_prompts_per_image_and_deep_ones_once_per_stage_for_the_batch():
+    model = swin_micro("vpt_deep", prompt_dropout=0.5).train()
+    seen = []
+    model.layers[1].blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]) and None)
+    with torch.no_grad():
+        model(torch.randn(3, 3, 32, 32))
+    ((_, _, deep),) = seen  # stage 2's two blocks' prompts, after one dropout draw
+    assert deep.shape == (2, L, 64) and (deep == 0).any()
+    kept = deep != 0
+    own = torch.cat([model.layers[1].blocks[i].prompts for i in (0, 1)])
+    torch.testing.assert_close(deep[kept], 2 * own[kept])  # inverted dropout at p = 0.5
+    model.eval()
+    shallow = model.patch_embed(torch.zeros(3, 3, 32, 32))[1]
+    model.train()
+    dropped = model.patch_embed(torch.zeros(3, 3, 32, 32))[1]
+    assert not torch.equal(dropped[0], dropped[1]) and torch.equal(shallow[0], shallow[1])  # a mask per image
