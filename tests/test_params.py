@@ -59,3 +59,19 @@ def test_markdown_and_method_options():
     vpt = next(line for line in result.stdout.splitlines() if line.startswith("| vpt_deep"))
     assert "| 2,560 " in vpt  # 4 blocks x 5 prompts x 128
     assert "head" in result.stdout and "mean over the suite's 4 tasks" in result.stdout
+
+
+def test_the_fewshot_legends_counts_are_noahs_baselines():
+    """FacT Figure 6's legend (tasks/reference/published_fewshot_fgvc.csv, params_m): LoRA 295K is LoRA-8 on
+    the fused qkv, Adapter and AdaptFormer 157K are bottlenecks of 8, VPT 74K is 8 deep prompts per block."""
+    from peftbench.reports.published import published_rows
+    from peftbench.suites import get_suite
+
+    printed = {r.method: r.params_as_printed for r in published_rows(get_suite("fewshot_fgvc"))}
+    cases = {"lora_qkv": ("lora", []), "adapter": ("adapter", []), "adaptformer": ("adaptformer", ["dim=8"]),
+             "vpt_deep": ("vpt_deep", ["prompt_len=8"])}  # fmt: skip
+    for method, (row, options) in cases.items():
+        args = ["params", "--suite", "fewshot", "-m", method, "--format", "json"]
+        result = CliRunner().invoke(app, [*args, *(a for kv in options for a in ("--set", kv))])
+        count = json.loads(result.stdout)["methods"][method]["without_head"]
+        assert round(count / 1e6, 3) == printed[row], method
