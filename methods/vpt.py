@@ -133,11 +133,12 @@ class _VisualPromptTuning(Method):
             self._apply_to_swin(model)
             return
         at = model.num_prefix_tokens
-        model.norm_pre = PromptInserter(model.norm_pre, self._new_prompts(model), at, self.prompt_dropout)
+        shape = self._prompt_shape(model)
+        model.norm_pre = PromptInserter(model.norm_pre, self._new_prompts(model, *shape), at, self.prompt_dropout)
         if self.deep:  # block 0 reads the inserted prompts; blocks 1.. get their own
             for index in range(1, len(model.blocks)):
                 model.blocks[index] = PromptReplacer(
-                    model.blocks[index], self._new_prompts(model), at, self.prompt_dropout
+                    model.blocks[index], self._new_prompts(model, *shape), at, self.prompt_dropout
                 )
         model.norm = PromptRemover(model.norm, at, self.prompt_len)
 
@@ -163,10 +164,8 @@ class _VisualPromptTuning(Method):
         width = block_width(model.get_submodule(block_paths(model)[0]))
         return width, prompt_init_bound(tuple(model.patch_embed.patch_size), width)
 
-    def _new_prompts(self, model: nn.Module, width: int | None = None, bound: float | None = None) -> nn.Parameter:
+    def _new_prompts(self, model: nn.Module, width: int, bound: float) -> nn.Parameter:
         """Prompts (1, L, width) on the weights' device and dtype, uniform in (-bound, bound), VPT's init."""
-        if width is None or bound is None:
-            width, bound = self._prompt_shape(model)
         like = next(model.parameters())
         prompts = nn.Parameter(torch.empty(1, self.prompt_len, width, device=like.device, dtype=like.dtype))
         nn.init.uniform_(prompts, -bound, bound)
