@@ -19,9 +19,9 @@ SLOTS_PER_BLOCK = 12  # FacT-TK: q, k, v, proj, then fc1 and fc2 as four slices 
 ADAPTED = (("attn.qkv", "qkv", 0), ("attn.proj", "proj", 3), ("mlp.fc1", "fc1", 4), ("mlp.fc2", "fc2", 8))
 
 
-def stacks(model: nn.Module) -> list[tuple[str, list[str]]]:
-    """FacT's tensors: each run of consecutive equal-width blocks, as (the module that owns the run, its
-    block paths). A ViT is one run (owned by the model); a Swin one per stage (owned by `layers.s`), the
+def stacks(model: nn.Module) -> list[tuple[str, int, list[str]]]:
+    """FacT's tensors: each run of consecutive equal-width blocks, as (the module that owns the run, the
+    width, its block paths). A ViT is one run (owned by the model); a Swin one per stage (owned by `layers.s`), the
     paper's partitioned tensorization (Sec. 4.3)."""
     runs: list[tuple[int, list[str]]] = []
     for path in block_paths(model):
@@ -30,7 +30,7 @@ def stacks(model: nn.Module) -> list[tuple[str, list[str]]]:
             runs[-1][1].append(path)
         else:
             runs.append((width, [path]))
-    return [(paths[0].rpartition(".blocks.")[0], paths) for _, paths in runs]
+    return [(paths[0].rpartition(".blocks.")[0], width, paths) for width, paths in runs]
 
 
 class Factors(nn.Module):
@@ -153,15 +153,13 @@ class _FacT(Method):
 
     def apply(self, model: nn.Module) -> None:
         runs = stacks(model)
-        for _, paths in runs:
+        for _, width, paths in runs:
             for path in paths:
-                block = model.get_submodule(path)
-                if block.mlp.fc1.out_features != 4 * block_width(block):
+                if model.get_submodule(path).mlp.fc1.out_features != 4 * width:
                     raise PeftbenchError(f"{self.name} splits the MLP into 4 width-sized chunks: it needs mlp_ratio 4")
         freeze_all(model)
         like = next(model.parameters())
-        for owner, paths in runs:  # one set of factors per run, held by the run's owner as `fact`
-            width = block_width(model.get_submodule(paths[0]))
+        for owner, width, paths in runs:  # one set of factors per run, held by the run's owner as `fact`
             factors = Factors(width, self.rank, len(paths), self.tucker, like)
             model.get_submodule(owner).fact = factors
             for index, path in enumerate(paths):
@@ -177,7 +175,7 @@ class _FacT(Method):
 
     def merge(self, model: nn.Module) -> nn.Module:
         merged = fold_wrappers(model)
-        for owner, _ in stacks(merged):
+        for owner, _, _ in stacks(merged):
             del merged.get_submodule(owner).fact  # folded into every layer: a plain timm model with timm's keys
         return merged
 
