@@ -39,9 +39,10 @@ SAMPLE = ("full", "linear", "bitfit", "lora", "ssf", "rlrr", "adaptformer", "vpt
 runner = CliRunner()
 
 
-def params_json(model: str, methods: tuple[str, ...] = SAMPLE) -> dict:
+def params_json(model: str, methods: tuple[str, ...] = SAMPLE, assignments: tuple[str, ...] = ()) -> dict:
     args = ["params", "--suite", "vtab", "--model", model, "--format", "json"]
-    result = runner.invoke(app, args + [a for m in methods for a in ("--method", m)])
+    args += [a for m in methods for a in ("--method", m)] + [a for kv in assignments for a in ("--set", kv)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -82,9 +83,7 @@ SWIN_B = "swin_base_patch4_window7_224.ms_in22k"
 
 
 def _swin_b_counts(method: str, *assignments: str) -> int:
-    args = ["params", "--suite", "vtab", "--model", SWIN_B, "-m", method, "--format", "json"]
-    shown = json.loads(runner.invoke(app, [*args, *(a for kv in assignments for a in ("--set", kv))]).stdout)
-    return shown["methods"][method]["without_head"]
+    return params_json(SWIN_B, (method,), assignments)["methods"][method]["without_head"]
 
 
 def test_counts_on_swin_b_equal_what_facts_table_prints():
